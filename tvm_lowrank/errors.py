@@ -1,0 +1,33 @@
+"""Exception types of tvm-lowrank.
+
+Every error names what it is about (layer, shape, target, file) so that a user can act on it; the
+CLI turns each into a one-line message and a non-zero exit code.
+"""
+
+
+class LowRankError(Exception):
+    """Base of every error raised on purpose by tvm-lowrank."""
+
+
+class DecompositionError(LowRankError, ValueError):
+    """A weight cannot be decomposed as asked (bad shape, NaN/Inf, unsupported stride/groups)."""
+
+
+class RankError(DecompositionError):
+    """A requested rank is below 1 or above what the layer's shape allows."""
+
+
+class ModelLoadError(LowRankError):
+    """A model file is missing, corrupt, or of a kind we do not read."""
+
+
+class UnsupportedOpError(LowRankError):
+    """The model uses an operator that the Relax frontend cannot import."""
+
+
+class TargetError(LowRankError):
+    """An unknown target name or a malformed target file."""
+
+
+class VerificationError(LowRankError):
+    """A build does not match its PyTorch reference within tolerance."""
