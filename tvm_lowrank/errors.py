@@ -17,6 +17,10 @@ class RankError(DecompositionError):
     """A requested rank is below 1 or above what the layer's shape allows."""
 
 
+class RankPolicyError(LowRankError, ValueError):
+    """A rank policy (CLI string, rank file, policy parameter) is malformed; names the text or file."""
+
+
 class ModelLoadError(LowRankError):
     """A model file is missing, corrupt, or of a kind we do not read."""
 

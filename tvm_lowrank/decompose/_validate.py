@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from numbers import Real
+
 import numpy as np
 
-from ..errors import DecompositionError, RankError
+from ..errors import DecompositionError, RankError, RankPolicyError
 
 
 def check_conv_weight(weight, layer: str = "conv") -> np.ndarray:
@@ -31,7 +33,7 @@ def check_matrix(matrix, layer: str = "linear") -> np.ndarray:
 
 def check_rank(rank, max_rank: int, layer: str, shape, method: str) -> int:
     """Return `rank` as an int in [1, max_rank], or raise RankError naming the layer and the limit."""
-    if isinstance(rank, bool) or int(rank) != rank:
+    if isinstance(rank, bool) or not isinstance(rank, Real) or not float(rank).is_integer():
         raise RankError(f"{layer}: rank must be an integer, got {rank!r}")
     rank = int(rank)
     if rank < 1 or rank > max_rank:
@@ -39,3 +41,16 @@ def check_rank(rank, max_rank: int, layer: str, shape, method: str) -> int:
             f"{layer}: {method} rank {rank} is outside [1, {max_rank}] for weight shape {tuple(shape)}"
         )
     return rank
+
+
+def check_fraction(fraction, what: str = "energy fraction") -> float:
+    """Return `fraction` as a float in (0, 1], or raise RankPolicyError (a ValueError)."""
+    if isinstance(fraction, bool) or not isinstance(fraction, Real) or not 0 < fraction <= 1:
+        raise RankPolicyError(f"{what} must be a number in (0, 1], got {fraction!r}")
+    return float(fraction)
+
+
+def check_decomposition_input(method, weight, rank, layer: str) -> tuple[np.ndarray, int]:
+    """The checks every `method.decompose` starts with: a finite 4-D weight and a rank the shape allows."""
+    weight = check_conv_weight(weight, layer)
+    return weight, check_rank(rank, method.max_rank(weight.shape), layer, weight.shape, method.name)
