@@ -6,7 +6,7 @@ import tvm
 from tvm import relax
 
 import compiler_models
-from conftest import MODELS, build_and_run, conv_calls, kernel_shape, relative_error
+from compiler_helpers import MODELS, build_and_run, conv_calls, kernel_shape, relative_error
 from tvm_lowrank.decompose import FixedRank, MacRatioRank, PerLayerRank, get_method
 from tvm_lowrank.errors import RankError
 from tvm_lowrank.passes import DecomposeConv2D, weight_fingerprint
@@ -65,7 +65,7 @@ def test_geometry_split_with_asymmetric_padding_and_bias_after_last_stage():
     weight = _weight((12, 6, 3, 5))
     geometry = dict(stride=(2, 1), padding=(1, 2, 0, 1), dilation=(1, 2))
     mod = single_conv_module(weight, **geometry, in_hw=(11, 13))
-    new = DecomposeConv2D("tai", FULL_RANK)(mod)
+    new = DecomposeConv2D("tai", FULL_RANK, only_if_cheaper=False)(mod)
     vertical, horizontal = conv_calls(new)
     assert ([int(v) for v in vertical.attrs.strides], [int(v) for v in vertical.attrs.padding],
             [int(v) for v in vertical.attrs.dilation]) == ([2, 1], [1, 0, 0, 0], [1, 1])
@@ -81,7 +81,7 @@ def test_geometry_split_with_asymmetric_padding_and_bias_after_last_stage():
 
 def test_cp_one_by_one_stages_take_no_geometry():
     mod = single_conv_module(_weight((8, 4, 3, 3)), stride=(2, 2), padding=(0, 1, 2, 1))
-    new = DecomposeConv2D("cp", FULL_RANK)(mod)
+    new = DecomposeConv2D("cp", FULL_RANK, only_if_cheaper=False)(mod)
     calls = conv_calls(new)
     assert [[int(v) for v in call.attrs.padding] for call in calls] == [[0, 0, 0, 0], [0, 0, 2, 0], [0, 1, 0, 1],
                                                                         [0, 0, 0, 0]]
@@ -91,7 +91,7 @@ def test_cp_one_by_one_stages_take_no_geometry():
 
 
 def test_non_constant_weight_is_kept():
-    rewrite = DecomposeConv2D("tai", FULL_RANK)
+    rewrite = DecomposeConv2D("tai", FULL_RANK, only_if_cheaper=False)
     new = rewrite(single_conv_module(_weight((8, 4, 3, 3)), constant_weight=False))
     assert len(conv_calls(new)) == 1
     (record,) = rewrite.records
@@ -103,7 +103,7 @@ def test_non_constant_weight_is_kept():
     ("mobilenet", "torch", "tai"), ("lowrank", "torch", "tai"), ("lowrank", "onnx", "tai"),
 ])
 def test_full_rank_rewrite_matches_pytorch(name, kind, method, relax_modules):
-    new = DecomposeConv2D(method, FULL_RANK)(relax_modules(name, kind))
+    new = DecomposeConv2D(method, FULL_RANK, only_if_cheaper=False)(relax_modules(name, kind))
     expected = compiler_models.make(MODELS[name])(compiler_models.example_input()).detach().numpy()
     assert relative_error(build_and_run(new, X), expected) < 1e-4
     left = [call for call in conv_calls(new)
@@ -175,3 +175,15 @@ def test_policy_text_and_method_name_are_checked():
     assert DecomposeConv2D("cp", "energy:0.9").policy.fraction == 0.9
     with pytest.raises(Exception, match="unknown decomposition method"):
         DecomposeConv2D("svd-ish")
+
+
+def test_chain_costing_more_than_dense_is_kept(relax_modules):
+    """By default a conv stays dense when its chain at the chosen rank would need more MACs."""
+    rewrite = DecomposeConv2D("tai", FULL_RANK)
+    rewrite(relax_modules("vgg"))
+    first = rewrite.records[0]  # 8×3×3×3: the full-rank Tai chain costs more than the conv itself
+    assert first.action == "kept" and "not fewer than dense" in first.reason
+    forced = DecomposeConv2D("tai", FULL_RANK, only_if_cheaper=False)
+    forced(relax_modules("vgg"))
+    assert forced.records[0].action == "decomposed"
+    assert forced.records[0].choice.macs_after >= forced.records[0].choice.macs_before

@@ -8,7 +8,7 @@ from onnx import TensorProto, helper
 from torch import nn
 
 import compiler_models
-from conftest import MODELS, build_and_run, conv_calls, relative_error
+from compiler_helpers import MODELS, build_and_run, conv_calls, relative_error
 from tvm_lowrank.errors import ModelLoadError, UnsupportedOpError
 from tvm_lowrank.frontend import load_model, to_relax
 from tvm_lowrank.passes import weight_fingerprint

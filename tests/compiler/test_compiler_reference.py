@@ -4,7 +4,7 @@ compiler adds no error of its own, whatever the rank costs."""
 import pytest
 
 import compiler_models
-from conftest import build_and_run, relative_error
+from compiler_helpers import build_and_run, relative_error
 from tvm_lowrank.decompose import FixedRank, PerLayerRank
 from tvm_lowrank.errors import VerificationError
 from tvm_lowrank.passes import DecomposeConv2D

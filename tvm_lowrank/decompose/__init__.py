@@ -14,5 +14,6 @@ from . import _cp  # noqa: F401  (registers "cp")
 from ._rank1 import compose_rank1, rank1_chain, rank1_factors
 from ._tucker import tucker2_factors
 from ._policy import (DEFAULT_IN_HW, DecomposedConv, EnergyRank, FixedRank, MacRatioRank, ParamRatioRank,
-                      PerLayerRank, RankChoice, RankPolicy, check_decomposable, decompose_conv, load_rank_file,
+                      PerLayerRank, RankChoice, RankPolicy, check_decomposable, decompose_at, decompose_conv,
+                      load_rank_file,
                       parse_rank_policy, select_rank)

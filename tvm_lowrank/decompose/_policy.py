@@ -221,10 +221,14 @@ def decompose_conv(weight, method: str, policy: RankPolicy, layer: str = "conv",
     `options` go to the method's `decompose` (e.g. ``als_iters`` for cp, ``hooi_iters`` for tucker2).
     """
     choice = select_rank(policy, method, weight, layer, in_hw, geometry, groups)
-    if choice is None:
-        return None
+    return None if choice is None else decompose_at(weight, choice, **options)
+
+
+def decompose_at(weight, choice: RankChoice, **options) -> DecomposedConv:
+    """Decompose at a rank already chosen (lets a caller inspect the choice's cost first)."""
+    layer = choice.layer
     weight = check_conv_weight(weight, layer)
-    chain = get_method(method).decompose(weight, choice.rank, layer=layer, **options)
+    chain = get_method(choice.method).decompose(weight, choice.rank, layer=layer, **options)
     norm = np.linalg.norm(weight)
     error = float(np.linalg.norm(weight - dense_weight(chain)) / norm) if norm > 0 else 0.0
     return DecomposedConv(chain, choice, error)

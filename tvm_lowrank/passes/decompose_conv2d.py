@@ -12,7 +12,8 @@ import numpy as np
 from tvm import relax
 from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 
-from ..decompose import ConvChain, ConvGeometry, RankChoice, decompose_conv, get_method, parse_rank_policy
+from ..decompose import (ConvChain, ConvGeometry, RankChoice, decompose_at, get_method, parse_rank_policy,
+                         select_rank)
 from ..errors import DecompositionError
 from ._conv_graph import ConvSite, FoundChain, conv_sites, find_chains
 from ._records import DECOMPOSED, KEPT, PRE_DECOMPOSED, LayerRecord, weight_fingerprint
@@ -93,13 +94,18 @@ class DecomposeConv2D:
 
     policy: a RankPolicy, or its CLI text ("16", "energy:0.95", "macs:0.25", "params:0.3");
     None means the default, energy:0.95. A PerLayerRank (rank file) names layers as `layer_name`
-    does: "conv{i}", the i-th conv2d of main in graph order, whatever its fate. method_options go to the method's decompose (e.g. als_iters for cp).
+    does: "conv{i}", the i-th conv2d of main in graph order, whatever its fate. method_options go to
+    the method's decompose (e.g. als_iters for cp). only_if_cheaper keeps a conv dense when its chain
+    at the chosen rank would not need fewer MACs (the point of decomposing is speed); turn it off to
+    decompose regardless (e.g. to check exactness at full rank).
     After running, `records` lists a LayerRecord per conv (per existing chain) in graph order.
     Chains already in the module are recognised and left as they are ("pre-decomposed").
     """
 
-    def __init__(self, method: str = "tai", policy=DEFAULT_POLICY, method_options=None):
+    def __init__(self, method: str = "tai", policy=DEFAULT_POLICY, method_options=None,
+                 only_if_cheaper: bool = True):
         self.method = get_method(method).name
+        self.only_if_cheaper = only_if_cheaper
         policy = DEFAULT_POLICY if policy is None else policy
         self.policy = parse_rank_policy(str(policy)) if isinstance(policy, (str, int)) else policy
         self.method_options = dict(method_options or {})
@@ -126,12 +132,16 @@ class DecomposeConv2D:
             if site.index in in_chain:
                 continue
             reason = why_kept(site)
-            result = None if reason else decompose_conv(
-                site.weight, self.method, self.policy, layer=name, in_hw=site.in_hw, geometry=site.geometry,
-                **self.method_options)
-            if result is None:
+            choice = None if reason else select_rank(self.policy, self.method, site.weight, layer=name,
+                                                     in_hw=site.in_hw, geometry=site.geometry)
+            if choice is None:
                 records.append(_kept(name, site, reason or "the rank policy leaves this layer dense"))
                 continue
+            if self.only_if_cheaper and choice.macs_after >= choice.macs_before:
+                records.append(_kept(name, site, f"rank {choice.rank} chain needs {choice.macs_after / 1e6:.3g} "
+                                                 f"MMACs, not fewer than dense {choice.macs_before / 1e6:.3g}"))
+                continue
+            result = decompose_at(site.weight, choice, **self.method_options)
             if _chain_out_hw(result.chain, site.geometry, site.in_hw) != tuple(site.out_hw):
                 raise DecompositionError(f"{name}: the {self.method} chain would change the output size")
             records.append(LayerRecord(

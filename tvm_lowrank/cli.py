@@ -1,0 +1,104 @@
+"""`tvm-lowrank` command line: parses arguments and calls the Python API, nothing more."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .errors import LowRankError
+
+
+def _cmd_compile(args) -> int:
+    from .api import compile_model
+
+    result = compile_model(
+        args.model, target=args.target, method=args.method, rank=args.rank, rank_file=args.rank_file,
+        out=args.out, min_top1_agreement=args.min_top1_agreement, verify=not args.no_verify,
+    )
+    print(result.report)
+    if result.verification is not None:
+        print(result.verification.summary())
+    else:
+        print((result.artifact.manifest.get("verification") or {}).get("skipped", "not verified"))
+    print(f"artifact: {result.artifact.path}")
+    return 0
+
+
+def _cmd_verify(args) -> int:
+    from .api import verify_artifact
+
+    print(verify_artifact(args.artifact, min_top1_agreement=args.min_top1_agreement).summary())
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(out_dir=args.out, eval_images=args.eval_images, rank=args.rank, method=args.method)
+    return 0
+
+
+def _cmd_targets(args) -> int:
+    from .targets import list_targets, load_target
+
+    for name in list_targets():
+        spec = load_target(name)
+        host = "runs here" if spec.runs_on_host() else "needs a device or emulator"
+        print(f"{name:16s} {spec.description}  [{host}]")
+    return 0
+
+
+def _cmd_models(args) -> int:
+    from .models import list_models
+
+    print("\n".join(list_models()))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tvm-lowrank", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    compile_ = commands.add_parser("compile", help="compile a model for a target and verify it")
+    compile_.add_argument("model", help="a .onnx file, a torch.export .pt2 file, or module:function "
+                                        "returning (nn.Module, example input)")
+    compile_.add_argument("--target", default="x86-avx2", help="a name from `tvm-lowrank targets` or a .json path")
+    compile_.add_argument("--method", default="tai", help="tai, cp, rank1, tucker2, im2col, or dense (no rewrite)")
+    compile_.add_argument("--rank", default="energy:0.95",
+                          help="N (every layer, clamped per layer), energy:F, macs:R or params:R")
+    compile_.add_argument("--rank-file", help="JSON of per-layer ranks (layer names as in the report)")
+    compile_.add_argument("--out", default="build/model", help="artifact directory")
+    compile_.add_argument("--min-top1-agreement", type=float, default=0.99,
+                          help="required top-1 agreement with the original model")
+    compile_.add_argument("--no-verify", action="store_true", help="build without running the checks")
+    compile_.set_defaults(run=_cmd_compile)
+
+    verify = commands.add_parser("verify", help="re-run the accuracy checks of an artifact")
+    verify.add_argument("artifact")
+    verify.add_argument("--min-top1-agreement", type=float, default=None)
+    verify.set_defaults(run=_cmd_verify)
+
+    demo = commands.add_parser("demo", help="compile the bundled Fashion-MNIST CNN dense and low-rank, "
+                                            "verify, and compare accuracy and latency with PyTorch")
+    demo.add_argument("--out", default="build/demo")
+    demo.add_argument("--eval-images", type=int, default=1000, help="test images run through each build")
+    demo.add_argument("--method", default="tai")
+    demo.add_argument("--rank", default=None, help="rank policy (default: the demo's)")
+    demo.set_defaults(run=_cmd_demo)
+
+    commands.add_parser("targets", help="list the known targets").set_defaults(run=_cmd_targets)
+    commands.add_parser("models", help="list the bundled models").set_defaults(run=_cmd_models)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (LowRankError, ValueError, FileNotFoundError) as error:
+        print(f"tvm-lowrank {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
