@@ -35,3 +35,11 @@ class TargetError(LowRankError):
 
 class VerificationError(LowRankError):
     """A build does not match its PyTorch reference within tolerance."""
+
+
+class DeviceError(LowRankError):
+    """A remote board cannot be reached, no board has the key, or the board died mid-run."""
+
+
+class OpenCLRuntimeError(LowRankError):
+    """The OpenCL runtime cannot be built or loaded (compiler, headers or library missing)."""

@@ -23,7 +23,7 @@ from pathlib import Path
 import tvm
 from tvm import relax
 
-from .errors import LowRankError, TargetError
+from .errors import OpenCLRuntimeError, TargetError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RUNTIME_SOURCES = REPO_ROOT / "runtime" / "opencl"
@@ -37,10 +37,6 @@ _MACHINE_TO_ARCH = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64",
 
 _load_lock = threading.Lock()
 _loaded: Path | None = None
-
-
-class OpenCLRuntimeError(LowRankError):
-    """The OpenCL runtime cannot be built or loaded (compiler, headers or library missing)."""
 
 
 def _registered(name: str) -> bool:

@@ -1,0 +1,60 @@
+"""Shared pieces of the remote tests: the board script, free ports, a tiny conv model and its build."""
+
+import importlib.util
+import socket
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+from tvm.relax.frontend.torch import from_exported_program
+
+from tvm_lowrank.build import build, export_library
+from tvm_lowrank.targets import load_target
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "arm_board.py"
+_spec = importlib.util.spec_from_file_location("arm_board", SCRIPT)
+arm_board = importlib.util.module_from_spec(_spec)
+sys.modules["arm_board"] = arm_board
+_spec.loader.exec_module(arm_board)
+
+ARM_TARGET = "arm-cortex-a72"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def board_missing() -> str | None:
+    """Why no emulated board can be started here, or None."""
+    missing = arm_board.missing_host_tools()
+    if missing:
+        return f"{', '.join(missing)} not installed (run scripts/arm_board.py setup)"
+    if arm_board.ready_info() is None:
+        return f"no emulated aarch64 board cached at {arm_board.board_dir()} (run scripts/arm_board.py setup)"
+    return None
+
+
+class TinyConvNet(nn.Module):
+    """A 3x3 conv, ReLU, then a 3x1/1x3 pair: the shapes the low-rank rewrite produces."""
+
+    def __init__(self, channels: int = 8):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, channels, 3, padding=1), nn.ReLU(),
+                                      nn.Conv2d(channels, channels, (3, 1), padding=(1, 0)),
+                                      nn.Conv2d(channels, 4, (1, 3), padding=(0, 1)))
+
+    def forward(self, x):
+        return self.features(x)
+
+
+def relax_module(model: nn.Module, x: torch.Tensor):
+    return from_exported_program(torch.export.export(model.eval(), (x,)), unwrap_unit_return_tuple=True)
+
+
+def build_library(model: nn.Module, x: torch.Tensor, target_name: str, path: Path) -> Path:
+    """Build and export `model` for a target file (cross-compiled where the target says so)."""
+    target = load_target(target_name)
+    return export_library(build(relax_module(model, x), target), path, target)
