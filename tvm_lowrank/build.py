@@ -1,0 +1,156 @@
+"""Build a Relax module for a TargetSpec, export it, load it back and run or time it.
+
+The pipeline is TVM's per-target default (``relax.get_default_pipeline``), which unlike
+``relax_pipeline="default"`` fuses ops on CPU. With a tuning database the database is applied
+right after fusion, where TVM's zero pipeline applies it, so the fused functions match the
+workloads that MetaSchedule tuned on the zero pipeline's output. On llvm (CPU) targets our default
+schedules (`tvm_lowrank.schedule.ApplyCPUSchedules`) then schedule every function the database did
+not, since TVM's own untuned CPU code is scalar; ``schedules=False`` leaves them out.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from pathlib import Path
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from .database import check_database
+from .errors import TargetError
+from .targets import TargetSpec
+
+
+def _backend_pipeline(target: tvm.target.Target):
+    """The relax.backend pipeline module whose pass lists get_default_pipeline(target) uses."""
+    kind = target.kind.name
+    if kind == "llvm":
+        name = "cpu_generic"
+    elif kind in ("cuda", "rocm"):
+        name = kind
+    elif kind == "opencl" and "adreno" in target.keys:
+        name = "adreno"
+    else:
+        name = "gpu_generic"
+    return import_module(f"tvm.relax.backend.{name}.pipeline")
+
+
+def fusion_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
+    """The passes up to FuseTIR (run under `with target`): their output's PrimFuncs are what a
+    tuning database is keyed by, so tuning (`tvm_lowrank.tune`) and the build share this list."""
+    backend = _backend_pipeline(target)
+    legalize = list(backend.legalize_passes(target))
+    after_fusion = next(i for i, p in enumerate(legalize) if p.info.name == "FuseTIR") + 1
+    return list(backend.library_dispatch_passes(target)) + legalize[:after_fusion]
+
+
+def fuse(mod: tvm.IRModule, target: TargetSpec) -> tvm.IRModule:
+    """`mod` legalized and fused for `target`, as the build schedules it (see fusion_passes)."""
+    tvm_target = target.tvm_target()
+    with tvm_target:
+        return tvm.transform.Sequential(fusion_passes(tvm_target))(mod)
+
+
+def compile_pipeline(target: TargetSpec, database_dir: str | Path | None = None,
+                     schedules: bool = True) -> tvm.transform.Pass:
+    """The Relax pipeline for `target`; with `database_dir`, tuned schedules are applied after fusion.
+
+    `database_dir` is a MetaSchedule JSONDatabase work_dir (database_workload.json and
+    database_tuning_record.json); functions it has no record for keep their default schedule,
+    which on llvm targets is ours (`tvm_lowrank.schedule`) unless `schedules` is False.
+    """
+    tvm_target = target.tvm_target()
+    cpu_schedules = schedules and tvm_target.kind.name == "llvm"
+    if database_dir is None and not cpu_schedules:
+        return relax.get_default_pipeline(tvm_target)
+    backend = _backend_pipeline(tvm_target)
+
+    @tvm.transform.module_pass(opt_level=0, name="LowRankBuildWithDatabase")
+    def pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        with tvm_target:  # the database pass and its records are keyed by the current target
+            legalize = list(backend.legalize_passes(tvm_target))
+            after_fusion = next(i for i, p in enumerate(legalize) if p.info.name == "FuseTIR") + 1
+            scheduling = []
+            if database_dir is not None:
+                scheduling.append(relax.transform.MetaScheduleApplyDatabase(str(database_dir)))
+            if cpu_schedules:  # after the database: functions it scheduled are kept
+                from .schedule import ApplyCPUSchedules
+
+                scheduling.append(ApplyCPUSchedules(tvm_target))
+            passes = (fusion_passes(tvm_target)
+                      + scheduling
+                      + legalize[after_fusion:]
+                      + list(backend.dataflow_lower_passes(tvm_target))
+                      + list(backend.finalize_passes(tvm_target)))
+            return tvm.transform.Sequential(passes)(mod)
+
+    return pipeline
+
+
+def build(mod: tvm.IRModule, target: TargetSpec, database_dir: str | Path | None = None,
+          schedules: bool = True) -> tvm.runtime.Executable:
+    """Compile `mod` (a Relax module with a "main") for `target` (`schedules`: see compile_pipeline)."""
+    if database_dir is not None:  # TVM would report a damaged file without naming it
+        check_database(database_dir, target)
+    return tvm.compile(mod, target=target.tvm_target(),
+                       relax_pipeline=compile_pipeline(target, database_dir, schedules))
+
+
+def export_library(executable: tvm.runtime.Executable, path: str | Path,
+                   target: TargetSpec) -> Path:
+    """Write the shared library for `target`, linked by its cross compiler when it has one.
+
+    Weights are embedded, so the .so alone is the deployable artifact.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if target.cross_compiler is None:
+        executable.export_library(str(path))
+    else:
+        fcompile = tvm.support.cc.cross_compiler(target.cross_compiler)
+        try:
+            executable.export_library(str(path), fcompile=fcompile)
+        except (RuntimeError, OSError) as exc:  # the cross g++ is missing or fails to link
+            raise TargetError(f"target {target.name}: cross compiler {target.cross_compiler!r} "
+                              f"failed to link {path}: {exc}") from exc
+    return path
+
+
+def load_executable(path: str | Path, device: tvm.runtime.Device | None = None) -> relax.VirtualMachine:
+    """Load an exported library into a VirtualMachine on `device` (default: the CPU)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no exported library at {path}")
+    return relax.VirtualMachine(tvm.runtime.load_module(str(path)), device or tvm.cpu())
+
+
+def run_vm(vm: relax.VirtualMachine, x: np.ndarray,
+           device: tvm.runtime.Device | None = None) -> np.ndarray:
+    """Run "main" on one input and return its single output as a numpy array.
+
+    `device` is the VM's device (the VM does not expose it); default: the CPU.
+
+    Uses the stateful API (set_input / invoke_stateful / get_outputs), which also works over RPC,
+    where a returned tuple would be an unusable remote object.
+    """
+    vm.set_input("main", tvm.runtime.tensor(np.ascontiguousarray(x), device or tvm.cpu()))
+    vm.invoke_stateful("main")
+    output = vm.get_outputs("main")
+    if isinstance(output, tvm.runtime.Tensor):
+        return output.numpy()
+    if len(output) != 1:
+        raise ValueError(f"run_vm expects a single-output model, got {len(output)} outputs")
+    return output[0].numpy()
+
+
+def time_vm(vm: relax.VirtualMachine, x: np.ndarray, repeat: int = 10, number: int = 10,
+            device: tvm.runtime.Device | None = None) -> list[float]:
+    """Seconds per run of "main" on `x`: `repeat` samples, each the mean of `number` runs.
+
+    TVM's own evaluator (one warm-up call, then timing in C++) avoids Python overhead per run.
+    """
+    device = device or tvm.cpu()
+    vm.set_input("main", tvm.runtime.tensor(np.ascontiguousarray(x), device))
+    timer = vm.time_evaluator("invoke_stateful", device, number=number, repeat=repeat)
+    return [float(t) for t in timer("main").results]
