@@ -4,8 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# dataset-fashion-mnist: real test data; PoCL + ICD loader + headers: our OpenCL runtime (Mali path).
+apt_packages=(dataset-fashion-mnist ocl-icd-libopencl1 pocl-opencl-icd opencl-headers g++)
 need_apt=()
-[ -d /usr/share/datasets/fashion-mnist ] || need_apt+=(dataset-fashion-mnist)
+for package in "${apt_packages[@]}"; do
+    dpkg -s "$package" >/dev/null 2>&1 || need_apt+=("$package")
+done
 if [ ${#need_apt[@]} -gt 0 ]; then
     sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
     $sudo_cmd apt-get update -qq
@@ -17,4 +21,5 @@ python_bin="${PYTHON:-$(command -v python3.11 || command -v python3)}"
 [ -x .venv/bin/python ] || "$python_bin" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[dev]'
+bash scripts/build_opencl_runtime.sh >/dev/null  # seconds; loaded by tvm_lowrank.opencl
 echo "tvm-lowrank set up in $(pwd)/.venv"

@@ -11,7 +11,7 @@ from tvm_lowrank.models import (_registry, create_model, evaluate_accuracy, list
                                 model_example, model_input_shape, train_classifier,
                                 vgg_fmnist_example)
 
-BUNDLED = ["mobilenet-fmnist", "resnet-fmnist", "vgg-fmnist"]
+BUNDLED = ["mobilenet-fmnist", "resnet-fmnist", "vgg-fmnist", "vgg-fmnist-deeptwist"]
 
 
 @pytest.fixture(scope="module")
