@@ -1,0 +1,98 @@
+"""The tile heuristic and the pass's contract (which functions it touches), without running code."""
+
+import numpy as np
+import pytest
+import tvm
+from tvm import relax
+
+from tvm_lowrank.build import _backend_pipeline
+from tvm_lowrank.schedule import (SCHEDULED_ATTR, ApplyCPUSchedules, CPUVectorInfo, WindowShape,
+                                  cpu_vector_info, plan_tile)
+from tvm_lowrank.schedule.cpu_conv import choose_x_chunk
+
+AVX512 = CPUVectorInfo(bits=512, registers=32, threads=2)
+AVX2 = CPUVectorInfo(bits=256, registers=16, threads=2)
+
+
+@pytest.mark.parametrize("config, bits, registers", [
+    ({"kind": "llvm", "mcpu": "haswell"}, 256, 16),
+    ({"kind": "llvm", "mcpu": "skylake-avx512"}, 512, 32),
+    ({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]}, 128, 32),
+    ({"kind": "llvm", "mcpu": "znver5", "num-cores": 3}, 512, 32),
+])
+def test_vector_width_comes_from_the_target_not_the_host(config, bits, registers):
+    info = cpu_vector_info(tvm.target.Target(config))
+    assert (info.bits, info.registers) == (bits, registers)
+    if "num-cores" in config:
+        assert info.threads == 3
+
+
+@pytest.mark.parametrize("width, lanes, chunk", [
+    (64, 16, 16), (28, 16, 14), (14, 16, 14), (7, 16, 7), (56, 16, 14), (17, 16, 17), (28, 8, 7), (12, 4, 4),
+])
+def test_x_chunk_divides_the_row_and_fits_a_vector(width, lanes, chunk):
+    assert choose_x_chunk(width, lanes) == chunk
+
+
+def _conv(channels, hw, in_per_group=32, groups=1, kernel=(3, 3)):
+    return WindowShape(1, channels, hw, hw, in_per_group, channels // groups, kernel)
+
+
+@pytest.mark.parametrize("shape", [
+    _conv(128, 7), _conv(64, 14), _conv(32, 28), _conv(12, 28), _conv(48, 7, kernel=(3, 1)),
+    _conv(64, 64), _conv(16, 14, in_per_group=1, groups=16), _conv(1, 28, in_per_group=1), _conv(64, 17),
+])
+@pytest.mark.parametrize("vec", [AVX512, AVX2], ids=["avx512", "avx2"])
+def test_tile_fits_registers_and_divides_the_output(shape, vec):
+    tile = plan_tile(shape, vec)
+    registers_per_vector = -(-tile.x_chunk // vec.lanes())
+    assert tile.accumulators * registers_per_vector <= vec.accumulators
+    assert shape.out_per_group % tile.oc_block == 0
+    assert shape.out_h % tile.row_block == 0
+    assert shape.out_w % (tile.x_chunk * tile.x_chunks) == 0
+    tasks = shape.channels // tile.oc_block * shape.out_h // tile.row_block
+    assert tasks >= 4 * vec.threads or (tile.oc_block, tile.row_block) == (1, 1)
+
+
+def test_dense_conv_blocks_channels_and_depthwise_blocks_rows():
+    dense = plan_tile(_conv(64, 14), AVX512)
+    assert dense.oc_block == 16 and dense.x_chunk == 14
+    depthwise = plan_tile(_conv(16, 7, in_per_group=1, groups=16), AVX512)
+    assert depthwise.oc_block == 1 and depthwise.row_block == 7  # the whole 7x7 map in registers
+
+
+def _fused_conv_module():
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 8, 14, 14), "float32"))
+    weight = relax.const(np.ones((16, 8, 3, 3), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit(relax.op.nn.relu(relax.op.nn.conv2d(x, weight, padding=1)))
+            out = bb.emit_output(relax.op.nn.max_pool2d(y, 2, 2))
+        bb.emit_func_output(out)
+    target = tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512"})
+    with target:
+        fused = tvm.transform.Sequential(_backend_pipeline(target).legalize_passes(target))(bb.get())
+    return fused, target
+
+
+def test_pass_schedules_each_kernel_and_leaves_its_input_alone():
+    mod, target = _fused_conv_module()
+    before = {gv.name_hint: func for gv, func in mod.functions_items()}
+    schedule = ApplyCPUSchedules(target)
+    scheduled = schedule(mod)
+    assert schedule.applied == {"fused_conv2d_relu": "DirectConv2D", "max_pool2d": "DirectConv2D"}
+    for gv, func in mod.functions_items():  # dlight's own pass would have rewritten these in place
+        assert func.same_as(before[gv.name_hint])
+    assert all(int(scheduled[name].attrs[SCHEDULED_ATTR]) == 1 for name in schedule.applied)
+
+
+def test_pass_keeps_functions_already_scheduled_and_ignores_other_targets():
+    mod, target = _fused_conv_module()
+    tuned = mod["max_pool2d"].with_attr(SCHEDULED_ATTR, True)  # as MetaScheduleApplyDatabase leaves it
+    mod.update_func(mod.get_global_var("max_pool2d"), tuned)
+    schedule = ApplyCPUSchedules(target)
+    assert schedule(mod)["max_pool2d"].same_as(tuned)
+    assert set(schedule.applied) == {"fused_conv2d_relu"}
+    gpu = ApplyCPUSchedules(tvm.target.Target({"kind": "cuda", "arch": "sm_90"}))
+    assert gpu(mod).same_as(mod) and gpu.applied == {}

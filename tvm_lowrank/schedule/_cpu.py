@@ -1,0 +1,56 @@
+"""What a CPU schedule needs to know about an llvm target: SIMD width, vector registers, threads.
+
+LLVM's own query (`tvm.target.codegen.llvm_get_vector_width`) reports the *host's* width whatever
+the target's mcpu (512 for a "haswell" target on an AVX-512 host), so the width is derived from the
+target's CPU features instead.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from tvm.target import Target
+from tvm.target.codegen import llvm_cpu_has_features
+
+
+@dataclass(frozen=True)
+class CPUVectorInfo:
+    """SIMD facts of one llvm target: `bits` per vector register, `registers` architectural vector
+    registers, `threads` the runtime will run parallel loops on."""
+
+    bits: int
+    registers: int
+    threads: int
+
+    def lanes(self, dtype_bits: int = 32) -> int:
+        return max(self.bits // dtype_bits, 1)
+
+    @property
+    def accumulators(self) -> int:
+        """Vector registers a register tile may keep as accumulators: 3/4 of them, leaving the rest
+        for the loaded input vectors and the broadcast weights."""
+        return self.registers * 3 // 4
+
+
+def _is_arm(target: Target) -> bool:
+    triple = str(target.attrs.get("mtriple", ""))
+    return triple.startswith(("aarch64", "arm64", "arm"))
+
+
+def cpu_vector_info(target: Target) -> CPUVectorInfo:
+    """SIMD width and register count of `target` (an llvm Target) and its thread count.
+
+    x86: AVX-512 -> 512 bits and 32 registers, AVX/AVX2 -> 256 bits and 16, else SSE (128, 16).
+    Arm: NEON, 128 bits and 32 registers (SVE is not assumed). Threads: the target's "num-cores"
+    when it gives one, else this machine's CPU count.
+    """
+    cores = target.attrs.get("num-cores")
+    threads = int(cores) if cores else (os.cpu_count() or 1)
+    if _is_arm(target):
+        return CPUVectorInfo(128, 32, threads)
+    if llvm_cpu_has_features("avx512f", target):
+        return CPUVectorInfo(512, 32, threads)
+    if llvm_cpu_has_features("avx", target):
+        return CPUVectorInfo(256, 16, threads)
+    return CPUVectorInfo(128, 16, threads)
