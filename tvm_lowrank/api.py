@@ -61,29 +61,67 @@ def _run_each(run, inputs: np.ndarray) -> np.ndarray:
     return np.stack([np.asarray(run(x)) for x in inputs])
 
 
+@dataclass
+class PreparedModel:
+    """A model loaded and imported into Relax, its convs rewritten by our pass (unless dense)."""
+
+    source: object  # frontend.SourceModel
+    mod: object  # the Relax IRModule after the rewrite
+    records: list  # the pass's LayerRecords
+    policy: object  # the rank policy (None for dense)
+
+
+def prepare_model(model, method: str = "tai", rank="energy:0.95", rank_file=None, example_input=None,
+                  method_options=None) -> PreparedModel:
+    """Load `model` (as compile_model takes it), import it and rewrite its convs by `method`."""
+    from .frontend import load_model, to_relax
+    from .passes import DecomposeConv2D
+
+    source = load_model(model, example_input)
+    mod = to_relax(source)
+    if method == DENSE:
+        return PreparedModel(source, mod, _dense_records(mod), None)
+    policy = _rank_policy(rank, rank_file)
+    rewrite = DecomposeConv2D(method=method, policy=policy, method_options=method_options or {})
+    mod = rewrite(mod)
+    return PreparedModel(source, mod, rewrite.records, policy)
+
+
+def _database_dir(database, target_spec):
+    """None (no database), True/"default" (schedules/<target>/), or a directory."""
+    if database is None or database is False:
+        return None
+    if database is True or database == "default":
+        from .database import default_database_dir
+
+        return default_database_dir(target_spec)
+    return Path(database)
+
+
 def compile_model(model, target: str = "x86-avx2", method: str = "tai", rank="energy:0.95",
                   rank_file=None, out="build/model", example_input=None, method_options=None,
                   min_top1_agreement: float = 0.99, num_random_inputs: int = 8,
-                  num_real_inputs: int = 64, verify: bool = True) -> CompileResult:
-    """Compile `model` (ONNX path, .pt2 path, "module:function", or nn.Module) for `target`."""
+                  num_real_inputs: int = 64, verify: bool = True, database=None) -> CompileResult:
+    """Compile `model` (ONNX path, .pt2 path, "module:function", or nn.Module) for `target`.
+
+    `database`: a tuning database to apply (a directory, or True for ``schedules/<target>/``).
+    """
     from .build import build, export_library
-    from .frontend import load_model, to_relax
-    from .passes import DecomposeConv2D
     from .reference import lowrank_reference
     from .targets import load_target
 
     target_spec = load_target(target)
-    source = load_model(model, example_input)
-    mod = to_relax(source)
-    policy = None
-    if method != DENSE:
-        policy = _rank_policy(rank, rank_file)
-        rewrite = DecomposeConv2D(method=method, policy=policy, method_options=method_options or {})
-        mod = rewrite(mod)
-        records = rewrite.records
-    else:
-        records = _dense_records(mod)
-    executable = build(mod, target_spec)
+    prepared = prepare_model(model, method, rank, rank_file, example_input, method_options)
+    source, mod, records, policy = prepared.source, prepared.mod, prepared.records, prepared.policy
+    database_dir = _database_dir(database, target_spec)
+    executable = build(mod, target_spec, database_dir=database_dir)
+    schedules = None
+    if database_dir is not None:
+        from .tune import database_coverage
+
+        coverage = database_coverage(mod, target_spec, database_dir)
+        schedules = {"database": str(database_dir), "kernels": len(coverage),
+                     "kernels_from_database": sum(v is not None for v in coverage.values())}
 
     inputs, labels = _reference_inputs(source.example_input, num_random_inputs, num_real_inputs)
     original_outputs = _run_each(source.run, inputs)
@@ -99,6 +137,7 @@ def compile_model(model, target: str = "x86-avx2", method: str = "tai", rank="en
         "rank_policy": None if policy is None else repr(policy),
         "layers": [row.to_dict() for row in rows],
         "totals": totals(rows),
+        "schedules": schedules,
         "tvm_version": _tvm_version(),
         "tvm_lowrank_version": __version__,
         "verification": None,

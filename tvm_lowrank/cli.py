@@ -14,13 +14,34 @@ def _cmd_compile(args) -> int:
     result = compile_model(
         args.model, target=args.target, method=args.method, rank=args.rank, rank_file=args.rank_file,
         out=args.out, min_top1_agreement=args.min_top1_agreement, verify=not args.no_verify,
+        database=args.schedules,
     )
     print(result.report)
+    schedules = result.artifact.manifest.get("schedules")
+    if schedules:
+        print(f"tuned kernels: {schedules['kernels_from_database']} of {schedules['kernels']} "
+              f"from {schedules['database']}")
     if result.verification is not None:
         print(result.verification.summary())
     else:
         print((result.artifact.manifest.get("verification") or {}).get("skipped", "not verified"))
     print(f"artifact: {result.artifact.path}")
+    return 0
+
+
+def _cmd_tune(args) -> int:
+    from .tune import tune_model
+
+    try:
+        result = tune_model(
+            args.model, target=args.target, method=args.method, rank=args.rank, rank_file=args.rank_file,
+            database_dir=args.database, trials=args.trials, min_trials_per_task=args.min_trials_per_task,
+            seed_schedules=not args.no_seed, spread=not args.no_spread, rpc=args.rpc, key=args.key,
+            num_cores=args.num_cores, random_seed=args.seed,
+        )
+    except KeyboardInterrupt:  # tune_model said what is kept; no traceback
+        return 130
+    print(result.summary())
     return 0
 
 
@@ -71,7 +92,33 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.add_argument("--min-top1-agreement", type=float, default=0.99,
                           help="required top-1 agreement with the original model")
     compile_.add_argument("--no-verify", action="store_true", help="build without running the checks")
+    compile_.add_argument("--schedules", nargs="?", const="default", default=None, metavar="DIR",
+                          help="apply a tuning database: DIR, or schedules/<target>/ when no DIR is given")
     compile_.set_defaults(run=_cmd_compile)
+
+    tune = commands.add_parser("tune", help="tune the model's kernels for a target into its schedules "
+                                            "database (MetaSchedule); resumable")
+    tune.add_argument("model", help="as for compile")
+    tune.add_argument("--target", default="x86-avx2", help="a name from `tvm-lowrank targets` or a .json path")
+    tune.add_argument("--method", default="tai", help="as for compile (the kernels of that build are tuned)")
+    tune.add_argument("--rank", default="energy:0.95", help="as for compile")
+    tune.add_argument("--rank-file", help="as for compile")
+    tune.add_argument("--database", help="database directory (default: schedules/<target>/)")
+    tune.add_argument("--trials", type=int, default=None,
+                      help="measurements for the model, records already in the database included "
+                           "(default: 32 per kernel)")
+    tune.add_argument("--min-trials-per-task", type=int, default=8,
+                      help="floor per kernel where the budget allows; the rest goes by latency share")
+    tune.add_argument("--rpc", metavar="HOST:PORT", help="RPC tracker of the board to measure on")
+    tune.add_argument("--key", help="the board's tracker key (default: the target's rpc_key)")
+    tune.add_argument("--num-cores", type=int, default=None,
+                      help="cores the code may use (default: this machine's, or 4 on a board)")
+    tune.add_argument("--no-seed", action="store_true",
+                      help="do not start from our default schedules")
+    tune.add_argument("--no-spread", action="store_true",
+                      help="let MetaSchedule's gradient scheduler split the trials instead")
+    tune.add_argument("--seed", type=int, default=None, help="random seed of the search")
+    tune.set_defaults(run=_cmd_tune)
 
     verify = commands.add_parser("verify", help="re-run the accuracy checks of an artifact")
     verify.add_argument("artifact")

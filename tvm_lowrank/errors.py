@@ -43,3 +43,8 @@ class DeviceError(LowRankError):
 
 class OpenCLRuntimeError(LowRankError):
     """The OpenCL runtime cannot be built or loaded (compiler, headers or library missing)."""
+
+
+class TuningDatabaseError(LowRankError):
+    """A tuning database (schedules/<target>/) is corrupt, truncated or holds another target's records;
+    names the file (and line). The database is left as it is."""

@@ -1,0 +1,52 @@
+"""A tiny model tuned once per session (a few trials per task), shared by the tuning tests.
+
+Tuning settings are cut to the bone (small population, batches of 2) so the folder runs in a few
+minutes on a loaded 2-core machine; the searches find little, but every mechanism is exercised.
+"""
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+import tune_models
+from tvm_lowrank.api import prepare_model
+from tvm_lowrank.targets import load_target
+from tvm_lowrank.tune import tune_module
+
+FAST = {"batch_size": 2, "population_size": 64, "warmup_samples": 2, "random_seed": 0}
+TRIALS = 6  # 2 tasks: 3 each (the seed included)
+
+
+def host_target():
+    avx512 = load_target("x86-avx512")
+    return avx512 if avx512.runs_on_host() else load_target("x86-avx2")
+
+
+@dataclass
+class Tuned:
+    mod: object  # the Relax module that was tuned
+    target: object  # TargetSpec
+    database: Path
+    result: object  # TuneResult
+    lines: list  # progress lines
+
+
+@pytest.fixture(scope="session")
+def tuned(tmp_path_factory):
+    model, example = tune_models.two_convs()
+    mod = prepare_model(model, "dense", example_input=example).mod
+    database = tmp_path_factory.mktemp("tuned") / "db"
+    lines = []
+    result = tune_module(mod, host_target(), database, trials=TRIALS, min_trials_per_task=3,
+                         progress=lines.append, **FAST)
+    return Tuned(mod, host_target(), database, result, lines)
+
+
+@pytest.fixture
+def database_copy(tuned, tmp_path):
+    """A copy of the tuned database that a test may damage."""
+    copy = tmp_path / "db"
+    shutil.copytree(tuned.database, copy)
+    return copy

@@ -1,0 +1,171 @@
+"""Tuning into a database and building from it: round trip, resumption, damaged databases."""
+
+import json
+
+import numpy as np
+import pytest
+import tvm
+import tvm_ffi
+from tvm import relax, s_tir
+from tvm.s_tir import meta_schedule as ms
+
+import tune_models
+from conftest import FAST, TRIALS
+from tvm_lowrank.api import prepare_model
+from tvm_lowrank.build import build, compile_pipeline, run_vm
+from tvm_lowrank.database import RECORD_FILE, WORKLOAD_FILE, check_database
+from tvm_lowrank.errors import TuningDatabaseError
+from tvm_lowrank.targets import load_target
+from tvm_lowrank.tune import database_coverage, extract_tuning_tasks, tune_module
+
+
+def _same_schedule(func: tvm.tirx.PrimFunc, other: tvm.tirx.PrimFunc) -> bool:
+    """Same loop nest and body, whatever the functions' names, attributes and buffer variables."""
+    return tvm_ffi.structural_equal(func.body, other.body, map_free_vars=True)
+
+
+def _files(database):
+    return {name: (database / name).read_bytes() for name in (WORKLOAD_FILE, RECORD_FILE)}
+
+
+def test_every_task_has_its_budget_of_records(tuned):
+    tasks = tuned.result.tasks
+    assert len(tasks) == 2
+    assert sum(task.budget for task in tasks) == TRIALS
+    info = check_database(tuned.database, tuned.target)
+    assert info.workloads == 2 and sorted(info.records_per_workload) == sorted(t.budget for t in tasks)
+    for task in tasks:
+        assert task.measured == task.budget  # the seed and the search, all measured this run
+        assert task.seed_seconds is not None and task.best_seconds <= task.seed_seconds
+    assert any("best" in line and "ours" in line for line in tuned.lines), tuned.lines
+
+
+def test_build_applies_the_database_best_schedule_to_every_kernel(tuned):
+    coverage = database_coverage(tuned.mod, tuned.target, tuned.database)
+    assert set(coverage) == {task.name for task in tuned.result.tasks}
+    assert all(seconds is not None for seconds in coverage.values())
+    lowered = compile_pipeline(tuned.target, tuned.database)(tuned.mod)
+    database = ms.database.JSONDatabase(work_dir=str(tuned.database))
+    for task in extract_tuning_tasks(tuned.mod, tuned.target):
+        best = database.query_schedule(task.dispatched[0], tuned.target.tvm_target(), "main")
+        built = lowered[task.task_name]
+        assert _same_schedule(built, best.mod["main"]), task.task_name
+        assert built.attrs["tirx.is_scheduled"]
+
+
+def test_a_searched_schedule_that_wins_replaces_ours(tuned, database_copy):
+    """Whether the few trials here beat our schedule is up to chance (and machine load); so one
+    of the search's own schedules is made the fastest, and the build must switch to it."""
+    untuned = compile_pipeline(tuned.target)(tuned.mod)
+    database = ms.database.JSONDatabase(work_dir=str(database_copy))
+    task = extract_tuning_tasks(tuned.mod, tuned.target)[0]
+    workload = database.commit_workload(task.dispatched[0])
+    for record in database.get_top_k(workload, 100):
+        candidate = s_tir.Schedule(task.dispatched[0])
+        record.trace.apply_to_schedule(candidate, remove_postproc=False)
+        if not _same_schedule(candidate.mod["main"], untuned[task.task_name]):
+            break
+    else:
+        pytest.skip("the search measured nothing but our own schedule")
+    database.commit_tuning_record(ms.database.TuningRecord(
+        record.trace, workload, [1e-9], record.target, record.args_info))
+    lowered = compile_pipeline(tuned.target, database_copy)(tuned.mod)
+    assert _same_schedule(lowered[task.task_name], candidate.mod["main"])
+    assert not _same_schedule(lowered[task.task_name], untuned[task.task_name])
+
+
+def test_tuned_build_matches_untuned_build(tuned):
+    x = tune_models.example_input().numpy()
+    tuned_vm = relax.VirtualMachine(build(tuned.mod, tuned.target, database_dir=tuned.database), tvm.cpu())
+    plain_vm = relax.VirtualMachine(build(tuned.mod, tuned.target), tvm.cpu())
+    np.testing.assert_allclose(run_vm(tuned_vm, x), run_vm(plain_vm, x), rtol=1e-5, atol=1e-5)
+
+
+def test_rerun_and_shared_workloads_measure_nothing(tuned, database_copy):
+    before = _files(database_copy)
+    again = tune_module(tuned.mod, tuned.target, database_copy, trials=TRIALS, min_trials_per_task=3,
+                        progress=None, **FAST)
+    assert again.measured == 0 and _files(database_copy) == before
+    # another model whose only kernel is TwoConvs' first: found in the database, not tuned again
+    model, example = tune_models.first_conv_only()
+    other = prepare_model(model, "dense", example_input=example).mod
+    shared = tune_module(other, tuned.target, database_copy, trials=3, min_trials_per_task=3,
+                         progress=None, **FAST)
+    assert [task.measured for task in shared.tasks] == [0] and _files(database_copy) == before
+
+
+class _Interrupt(Exception):
+    pass
+
+
+@ms.derived_object if hasattr(ms, "derived_object") else tvm.ir.utils.derived_object
+class _StopAfter(ms.measure_callback.PyMeasureCallback):
+    """Raises once `limit` candidates were measured: a run killed mid-way."""
+
+    def __init__(self, limit: int):
+        super().__init__()
+        self.limit, self.seen = limit, 0
+
+    def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
+        self.seen += len(runner_results)
+        if self.seen >= self.limit:
+            raise _Interrupt(f"stopped after {self.seen}")
+
+
+def test_interrupted_run_keeps_its_records_and_a_rerun_measures_only_the_rest(tuned, tmp_path):
+    database = tmp_path / "db"
+    options = dict(trials=TRIALS, min_trials_per_task=3, progress=None, **FAST)
+    with pytest.raises(Exception, match="stopped after 2"):
+        tune_module(tuned.mod, tuned.target, database, measure_callbacks=[_StopAfter(2)], **options)
+    kept = check_database(database, tuned.target).records
+    assert kept == 2 + 2  # both seeds, then the first batch of the search
+    resumed = tune_module(tuned.mod, tuned.target, database, **options)
+    assert resumed.measured == TRIALS - kept
+    assert check_database(database, tuned.target).records == TRIALS
+    assert sum(task.existing for task in resumed.tasks) == kept
+
+
+def _truncate(database):
+    path = database / RECORD_FILE
+    path.write_bytes(path.read_bytes()[:-40])
+    return path
+
+
+def _bad_workload(database):
+    path = database / WORKLOAD_FILE
+    lines = path.read_bytes().split(b"\n")
+    path.write_bytes(b"\n".join([b'{"hash": "0", "module": ""}'] + lines[1:]))  # JSON, not a workload
+    return path
+
+
+def _dangling_record(database):
+    path = database / RECORD_FILE
+    line = json.loads(path.read_text().splitlines()[0])
+    line[0] = 7
+    with open(path, "a") as handle:
+        handle.write(json.dumps(line) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("damage, message", [
+    (_truncate, "truncated"), (_bad_workload, "not a workload entry"), (_dangling_record, "refers to workload 7"),
+])
+def test_damaged_database_is_reported_with_its_file_and_left_alone(tuned, database_copy, damage, message):
+    path = damage(database_copy)
+    before = _files(database_copy)
+    with pytest.raises(TuningDatabaseError, match=message) as error:
+        tune_module(tuned.mod, tuned.target, database_copy, trials=TRIALS, progress=None, **FAST)
+    assert str(path) in str(error.value)
+    with pytest.raises(TuningDatabaseError, match=message):
+        build(tuned.mod, tuned.target, database_dir=database_copy)
+    assert _files(database_copy) == before
+
+
+def test_records_of_another_target_are_refused(tuned, database_copy):
+    other = load_target("x86-avx2" if tuned.target.name == "x86-avx512" else "x86-avx512")
+    before = _files(database_copy)
+    with pytest.raises(TuningDatabaseError, match=f"another target than {other.name}.*mcpu"):
+        build(tuned.mod, other, database_dir=database_copy)
+    with pytest.raises(TuningDatabaseError, match=str(database_copy / RECORD_FILE)):
+        tune_module(tuned.mod, other, database_copy, trials=TRIALS, progress=None, **FAST)
+    assert _files(database_copy) == before
