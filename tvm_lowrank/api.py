@@ -7,7 +7,6 @@ references. The artifact only replaces an earlier one after it verified.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -197,11 +196,3 @@ def verify_artifact(path, min_top1_agreement: float | None = None) -> Verificati
     artifact.update_manifest(verification=result.to_dict())
     result.raise_if_failed()
     return result
-
-
-def file_sha256(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
