@@ -163,3 +163,33 @@ def database_lock(path: str | Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def merge_database(source: str | Path, destination: str | Path, target: TargetSpec) -> int:
+    """Append to `destination` every record of `source` it lacks (same workload and trace); both
+    are checked for `target` first. Returns the number of records added.
+
+    How databases tuned on different machines or runs for one target are combined; nothing in
+    `destination` is rewritten.
+    """
+    import tvm_ffi
+    from tvm.s_tir import meta_schedule as ms
+
+    source_db = open_database(source, target)
+    Path(destination).mkdir(parents=True, exist_ok=True)
+    with database_lock(destination):
+        destination_db = open_database(destination, target)
+        added = 0
+        known: dict[int, set[str]] = {}  # structural hash of a workload -> the traces it has
+        for record in source_db.get_all_tuning_records():
+            workload = destination_db.commit_workload(record.workload.mod)
+            traces = known.setdefault(tvm_ffi.structural_hash(workload.mod), {
+                str(r.trace.as_json(False)) for r in destination_db.get_top_k(workload, 1 << 30)})
+            key = str(record.trace.as_json(False))
+            if key in traces:
+                continue
+            destination_db.commit_tuning_record(ms.database.TuningRecord(
+                record.trace, workload, record.run_secs, record.target, record.args_info))
+            traces.add(key)
+            added += 1
+    return added

@@ -13,7 +13,7 @@ import tune_models
 from conftest import FAST, TRIALS
 from tvm_lowrank.api import prepare_model
 from tvm_lowrank.build import build, compile_pipeline, run_vm
-from tvm_lowrank.database import RECORD_FILE, WORKLOAD_FILE, check_database
+from tvm_lowrank.database import RECORD_FILE, WORKLOAD_FILE, check_database, merge_database
 from tvm_lowrank.errors import TuningDatabaseError
 from tvm_lowrank.targets import load_target
 from tvm_lowrank.tune import database_coverage, extract_tuning_tasks, tune_module
@@ -169,3 +169,12 @@ def test_records_of_another_target_are_refused(tuned, database_copy):
     with pytest.raises(TuningDatabaseError, match=str(database_copy / RECORD_FILE)):
         tune_module(tuned.mod, other, database_copy, trials=TRIALS, progress=None, **FAST)
     assert _files(database_copy) == before
+
+
+def test_merging_databases_adds_only_missing_records(tuned, tmp_path):
+    merged = tmp_path / "merged"
+    assert merge_database(tuned.database, merged, tuned.target) == TRIALS
+    assert check_database(merged, tuned.target).records == TRIALS
+    assert merge_database(tuned.database, merged, tuned.target) == 0
+    assert database_coverage(tuned.mod, tuned.target, merged) == database_coverage(tuned.mod, tuned.target,
+                                                                                   tuned.database)
