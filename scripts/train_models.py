@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from tvm_lowrank.data import load_fashion_mnist  # noqa: E402
 from tvm_lowrank.models import (CHECKPOINT_DIR, create_model, evaluate_accuracy,  # noqa: E402
-                                list_models, train_classifier)
+                                has_weights, list_models, train_classifier)
 from tvm_lowrank.train import DeepTwist, recalibrate_batchnorm  # noqa: E402
 
 
@@ -83,9 +83,12 @@ def train_one(name: str, recipe: Recipe, seed: int, out_dir: Path) -> tuple[floa
     return accuracy, seconds, cpu_seconds, path
 
 
+TRAINED = [name for name in list_models() if has_weights(name)]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", action="append", choices=list_models(),
+    parser.add_argument("--model", action="append", choices=TRAINED,
                         help="model to train (repeatable); default: all")
     parser.add_argument("--epochs", type=int, help="override the recipe's epochs")
     parser.add_argument("--train-limit", type=int, help="override the recipe's training subset")
@@ -95,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=CHECKPOINT_DIR)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    for name in args.model or list_models():
+    for name in args.model or TRAINED:
         overrides = {k: v for k, v in (("epochs", args.epochs), ("train_limit", args.train_limit),
                                        ("lr", args.lr)) if v is not None}
         recipe = replace(RECIPES[name], **overrides)

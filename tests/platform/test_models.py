@@ -7,7 +7,7 @@ from torch import nn
 
 from tvm_lowrank.data import load_fashion_mnist
 from tvm_lowrank.errors import ModelLoadError
-from tvm_lowrank.models import (_registry, create_model, evaluate_accuracy, list_models,
+from tvm_lowrank.models import (_registry, create_model, evaluate_accuracy, has_weights, list_models,
                                 model_example, model_input_shape, train_classifier,
                                 vgg_fmnist_example)
 
@@ -20,7 +20,20 @@ def test_subset():
 
 
 def test_registry_lists_the_bundled_models():
-    assert list_models() == BUNDLED
+    assert [name for name in list_models() if has_weights(name)] == BUNDLED
+    assert [name for name in list_models() if not has_weights(name)] == ["resnet18"]
+
+
+def test_resnet18_is_the_imagenet_architecture_without_weights():
+    with pytest.raises(ModelLoadError, match="no trained weights"):
+        create_model("resnet18")
+    model = create_model("resnet18", pretrained=False)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 20 and convs[0].kernel_size == (7, 7)  # stem + 16 3x3 + 3 downsample 1x1
+    assert sum(p.numel() for p in model.parameters()) == 11_689_512  # torchvision's ResNet-18
+    assert model(torch.zeros(1, 3, 64, 64)).shape == (1, 1000)
+    torch.testing.assert_close(create_model("resnet18", pretrained=False).state_dict()["stem.0.weight"],
+                               model.state_dict()["stem.0.weight"])  # seeded stand-in weights
 
 
 @pytest.mark.parametrize("name", BUNDLED)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from . import _fmnist  # noqa: F401  (registers the models)
-from ._registry import (CHECKPOINT_DIR, checkpoint_path, create_model, list_models,
+from . import _fmnist, _imagenet  # noqa: F401  (register the models)
+from ._registry import (CHECKPOINT_DIR, checkpoint_path, create_model, has_weights, list_models,
                         model_input_shape, register_model)
 from .training import evaluate_accuracy, predict, train_classifier
 
@@ -37,6 +37,6 @@ def mobilenet_fmnist_example() -> tuple[nn.Module, torch.Tensor]:
     return model_example("mobilenet-fmnist")
 
 
-__all__ = ["CHECKPOINT_DIR", "checkpoint_path", "create_model", "evaluate_accuracy", "list_models",
+__all__ = ["CHECKPOINT_DIR", "checkpoint_path", "create_model", "evaluate_accuracy", "has_weights", "list_models",
            "mobilenet_fmnist_example", "model_example", "model_input_shape", "predict",
            "register_model", "resnet_fmnist_example", "train_classifier", "vgg_fmnist_example"]

@@ -19,17 +19,21 @@ TRAIN_SCRIPT = "scripts/train_models.py"
 class _Entry:
     factory: Callable[[], nn.Module]
     input_shape: tuple[int, ...]
+    trained: bool  # False: an architecture for speed measurements only, no bundled weights
 
 
 _MODELS: dict[str, _Entry] = {}
 
 
-def register_model(name: str, input_shape: tuple[int, ...]):
-    """Decorator: register a no-argument factory under `name`, with its batch-1 NCHW input shape."""
+def register_model(name: str, input_shape: tuple[int, ...], trained: bool = True):
+    """Decorator: register a no-argument factory under `name`, with its batch-1 NCHW input shape.
+
+    `trained=False` registers an architecture without weights (speed benchmarks only).
+    """
     def decorate(factory: Callable[[], nn.Module]) -> Callable[[], nn.Module]:
         if name in _MODELS:
             raise ValueError(f"model {name!r} is registered twice")
-        _MODELS[name] = _Entry(factory, tuple(input_shape))
+        _MODELS[name] = _Entry(factory, tuple(input_shape), trained)
         return factory
     return decorate
 
@@ -50,13 +54,22 @@ def model_input_shape(name: str) -> tuple[int, ...]:
     return _entry(name).input_shape
 
 
+def has_weights(name: str) -> bool:
+    """Whether the model ships trained weights (else only `pretrained=False` builds it)."""
+    return _entry(name).trained
+
+
 def checkpoint_path(name: str) -> Path:
     return CHECKPOINT_DIR / f"{name}.pt"
 
 
 def create_model(name: str, pretrained: bool = True) -> nn.Module:
     """Build the model `name` in eval mode, with its bundled trained weights when `pretrained`."""
-    model = _entry(name).factory()
+    entry = _entry(name)
+    if pretrained and not entry.trained:
+        raise ModelLoadError(f"model {name!r} has no trained weights (an architecture for speed "
+                             f"benchmarks); build it with pretrained=False")
+    model = entry.factory()
     if pretrained:
         path = checkpoint_path(name)
         if not path.is_file():
