@@ -387,6 +387,12 @@ def start(port: int = DEFAULT_PORT, key: str = DEFAULT_KEY, boards: int = 1, cpu
             raise BoardError(f"boards with key {key} not registered on the tracker after "
                              f"{timeout:.0f} s; logs in {state}")
         time.sleep(0.5)
+    if running:  # so that clients label these boards' timings as emulated (tvm_lowrank.boards)
+        from tvm_lowrank.boards import record_emulated_boards
+
+        emulator = f"qemu-aarch64 user mode ({env['QEMU_CPU']})"
+        record_emulated_boards(port, [{"addr": f"{LOOPBACK}:{_bound_port(log)}", "key": key,
+                                       "emulator": emulator} for log in running.values()])
     return {"tracker": f"{LOOPBACK}:{port}", "key": key, "boards": running,
             "seconds": round(time.time() - begin, 1)}
 
@@ -401,6 +407,9 @@ def stop(port: int = DEFAULT_PORT) -> list[int]:
             _kill_group(pid)
             stopped.append(pid)
         pid_file.unlink(missing_ok=True)
+    from tvm_lowrank.boards import forget_emulated_boards
+
+    forget_emulated_boards(port)
     return stopped
 
 

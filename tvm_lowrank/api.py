@@ -16,7 +16,7 @@ import numpy as np
 from . import __version__
 from .artifact import Artifact, ReferenceData, load_artifact, write_artifact
 from .decompose import load_rank_file, parse_rank_policy
-from .errors import VerificationError
+from .errors import DeviceError, VerificationError
 from .report import LayerRow, format_table, rows_from_records, totals
 from .verify import VerificationResult, compare
 
@@ -100,12 +100,16 @@ def _database_dir(database, target_spec):
 def compile_model(model, target: str = "x86-avx2", method: str = "tai", rank="energy:0.95",
                   rank_file=None, out="build/model", example_input=None, method_options=None,
                   min_top1_agreement: float = 0.99, num_random_inputs: int = 8,
-                  num_real_inputs: int = 64, verify: bool = True, database=None) -> CompileResult:
+                  num_real_inputs: int = 64, verify: bool = True, database=None,
+                  rpc: str | None = None, key: str | None = None) -> CompileResult:
     """Compile `model` (ONNX path, .pt2 path, "module:function", or nn.Module) for `target`.
 
     `database`: a tuning database to apply (a directory, or True for ``schedules/<target>/``).
+    The build is verified where its target runs: on the board registered under `key` (default: the
+    target's rpc_key) on the `rpc` tracker, else in this process when it can run here (x86; OpenCL
+    or CUDA with their runtime and device), else not at all (the manifest says why).
     """
-    from .build import build, export_library
+    from .build import export_library
     from .reference import lowrank_reference
     from .targets import load_target
 
@@ -113,7 +117,7 @@ def compile_model(model, target: str = "x86-avx2", method: str = "tai", rank="en
     prepared = prepare_model(model, method, rank, rank_file, example_input, method_options)
     source, mod, records, policy = prepared.source, prepared.mod, prepared.records, prepared.policy
     database_dir = _database_dir(database, target_spec)
-    executable = build(mod, target_spec, database_dir=database_dir)
+    executable = _build_for_target(mod, target_spec, database_dir)
     schedules = None
     if database_dir is not None:
         from .tune import database_coverage
@@ -131,7 +135,8 @@ def compile_model(model, target: str = "x86-avx2", method: str = "tai", rank="en
     manifest = {
         "source": {"origin": source.origin, "kind": source.kind, "sha256": source.sha256,
                    "input_name": source.input_name, "input_shape": list(source.example_input.shape)},
-        "target": {"name": target_spec.name, "tvm_target": target_spec.tvm_target_config},
+        "target": {"name": target_spec.name, "tvm_target": target_spec.tvm_target_config,
+                   "host": target_spec.host, "file": str(target_spec.source)},
         "method": method,
         "rank_policy": None if policy is None else repr(policy),
         "layers": [row.to_dict() for row in rows],
@@ -145,17 +150,50 @@ def compile_model(model, target: str = "x86-avx2", method: str = "tai", rank="en
     staged = write_artifact(out.with_name(out.name + ".staging"),
                             lambda path: export_library(executable, path, target_spec), manifest, reference)
     verification = None
-    if verify and target_spec.runs_on_host():
+    skipped = None if rpc is not None else _why_not_verified_here(target_spec)
+    if verify and skipped is None:
         try:
-            verification = verify_artifact(staged.path, min_top1_agreement=min_top1_agreement)
+            verification = verify_artifact(staged.path, min_top1_agreement=min_top1_agreement, rpc=rpc,
+                                           key=key)
         except VerificationError:
             _replace(staged.path, out.with_name(out.name + ".failed"))
             raise
+        except DeviceError as error:  # the board is gone: keep the build, leave OUT as it was
+            kept = out.with_name(out.name + ".unverified")
+            _replace(staged.path, kept)
+            raise DeviceError(f"{error}\nthe new build is kept unverified at {kept} (`tvm-lowrank verify "
+                              f"{kept} --rpc HOST:PORT`); {out} is unchanged") from error
+        except BaseException:
+            shutil.rmtree(staged.path, ignore_errors=True)
+            raise
     elif verify:
-        staged.update_manifest(verification={"skipped": f"target {target_spec.name} does not run on this "
-                                                         "host; verify it on a device with --rpc"})
+        staged.update_manifest(verification={"skipped": skipped, "min_top1_agreement": min_top1_agreement})
     _replace(staged.path, out)
     return CompileResult(load_artifact(out), rows, verification, records)
+
+
+def _build_for_target(mod, target_spec, database_dir):
+    """CPU targets through our pipeline (schedules, tuning database); OpenCL (Mali) targets through
+    the OpenCL path, which loads our OpenCL runtime first so the build also runs here."""
+    from .build import build
+
+    if target_spec.tvm_target_config.get("kind") == "opencl" and database_dir is None:
+        from .opencl import build_for_opencl
+
+        return build_for_opencl(mod, target_spec.tvm_target())
+    return build(mod, target_spec, database_dir=database_dir)
+
+
+def _why_not_verified_here(target_spec) -> str | None:
+    """Why a build for `target_spec` cannot be verified in this process, with what to do instead."""
+    from .runner import local_unavailable_reason
+
+    reason = local_unavailable_reason(target_spec)
+    if reason is None:
+        return None
+    if target_spec.rpc_key is not None:
+        return f"{reason}; verify it on a device with --rpc HOST:PORT --key {target_spec.rpc_key}"
+    return f"{reason}; verify it where the device is: `tvm-lowrank verify ARTIFACT`"
 
 
 def _replace(source: Path, destination: Path) -> None:
@@ -180,19 +218,47 @@ def _tvm_version() -> str:
     return tvm.__version__
 
 
-def verify_artifact(path, min_top1_agreement: float | None = None) -> VerificationResult:
-    """Run the artifact's library on this host on its reference inputs; raise if it does not match."""
-    from .build import load_executable, run_vm
+def verify_artifact(path, min_top1_agreement: float | None = None, rpc: str | None = None,
+                    key: str | None = None) -> VerificationResult:
+    """Run the artifact's library on its reference inputs and compare with both PyTorch references;
+    raise VerificationError if it does not match.
+
+    Without `rpc` it runs in this process (x86 CPU, or OpenCL/CUDA devices here); with `rpc`
+    ("HOST:PORT" of a TVM tracker) on a board registered under `key` (default: the target's
+    rpc_key). Where it ran is recorded in the manifest: "verification" (the latest) and
+    "verified_on" (one entry per place).
+    """
+    from .runner import open_artifact
 
     artifact = load_artifact(path)
     reference = artifact.reference()
     if min_top1_agreement is None:
         stored = artifact.manifest.get("verification") or {}
         min_top1_agreement = stored.get("min_top1_agreement", 0.99)
-    vm = load_executable(artifact.library_path)
-    outputs = _run_each(lambda x: run_vm(vm, x), reference.inputs)
+    with open_artifact(artifact, rpc, key) as runner:
+        outputs = _run_each(runner.run, reference.inputs)
+    placement = runner.placement
     result = compare(outputs, reference.original_outputs, reference.lowrank_outputs,
-                     min_top1_agreement, device="local", labels=reference.labels)
-    artifact.update_manifest(verification=result.to_dict())
+                     min_top1_agreement, device=placement.describe(), labels=reference.labels)
+    record = {**result.to_dict(), "ran_on": placement.to_dict()}
+    place = "local" if placement.where == "local" else f"rpc:{placement.key}"
+    verified_on = {**(artifact.manifest.get("verified_on") or {}), place: record}
+    artifact.update_manifest(verification=record, verified_on=verified_on)
     result.raise_if_failed()
     return result
+
+
+def time_artifact(path, rpc: str | None = None, key: str | None = None, repeat: int = 10,
+                  number: int = 10):
+    """Time the artifact's "main" on its first reference input, where verify_artifact runs it.
+
+    Returns a `runner.DeviceTiming` (median and spread in seconds); its `emulated` is true (and its
+    summary says "emulated — not representative") on stand-ins: the emulated board, PoCL.
+    """
+    from .runner import DeviceTiming, open_artifact
+
+    artifact = load_artifact(path)
+    x = artifact.reference().inputs[0]
+    with open_artifact(artifact, rpc, key) as runner:
+        seconds = runner.time(x, repeat=repeat, number=number)
+    return DeviceTiming(tuple(seconds), number, runner.placement)

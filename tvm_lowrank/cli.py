@@ -14,7 +14,7 @@ def _cmd_compile(args) -> int:
     result = compile_model(
         args.model, target=args.target, method=args.method, rank=args.rank, rank_file=args.rank_file,
         out=args.out, min_top1_agreement=args.min_top1_agreement, verify=not args.no_verify,
-        database=args.schedules,
+        database=args.schedules, rpc=args.rpc, key=args.key,
     )
     print(result.report)
     schedules = result.artifact.manifest.get("schedules")
@@ -46,9 +46,13 @@ def _cmd_tune(args) -> int:
 
 
 def _cmd_verify(args) -> int:
-    from .api import verify_artifact
+    from .api import time_artifact, verify_artifact
 
-    print(verify_artifact(args.artifact, min_top1_agreement=args.min_top1_agreement).summary())
+    print(verify_artifact(args.artifact, min_top1_agreement=args.min_top1_agreement, rpc=args.rpc,
+                          key=args.key).summary())
+    if args.repeat > 0:
+        print(time_artifact(args.artifact, rpc=args.rpc, key=args.key, repeat=args.repeat,
+                            number=args.number).summary())
     return 0
 
 
@@ -94,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.add_argument("--no-verify", action="store_true", help="build without running the checks")
     compile_.add_argument("--schedules", nargs="?", const="default", default=None, metavar="DIR",
                           help="apply a tuning database: DIR, or schedules/<target>/ when no DIR is given")
+    compile_.add_argument("--rpc", metavar="HOST:PORT",
+                          help="verify the build on a board registered on this RPC tracker")
+    compile_.add_argument("--key", help="the board's tracker key (default: the target's rpc_key)")
     compile_.set_defaults(run=_cmd_compile)
 
     tune = commands.add_parser("tune", help="tune the model's kernels for a target into its schedules "
@@ -123,6 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
     verify = commands.add_parser("verify", help="re-run the accuracy checks of an artifact")
     verify.add_argument("artifact")
     verify.add_argument("--min-top1-agreement", type=float, default=None)
+    verify.add_argument("--rpc", metavar="HOST:PORT", help="RPC tracker of the board to run it on "
+                                                           "(default: this machine)")
+    verify.add_argument("--key", help="the board's tracker key (default: the target's rpc_key)")
+    verify.add_argument("--repeat", type=int, default=5,
+                        help="timing samples after the checks (0: no timing)")
+    verify.add_argument("--number", type=int, default=3, help="runs averaged per timing sample")
     verify.set_defaults(run=_cmd_verify)
 
     demo = commands.add_parser("demo", help="compile the bundled Fashion-MNIST CNN dense and low-rank, "

@@ -25,6 +25,7 @@ import numpy as np
 import tvm
 from tvm import relax, rpc
 
+from .boards import key_emulation
 from .build import run_vm, time_vm
 from .errors import DeviceError, LowRankError
 
@@ -88,7 +89,8 @@ def connect(tracker: str = DEFAULT_TRACKER, key: str = "arm-cortex-a72", timeout
 
     `timeout` bounds the wait for a free board (all boards of the key may be busy); a key that no
     board has fails at once, listing the keys the tracker does have. `session_timeout` (seconds,
-    0: none) lets the board end a session that runs longer.
+    0: none) lets the board end a session that runs longer. The device's `emulated` says what
+    stands in for the real board, when the key's boards are emulated (`tvm_lowrank.boards`).
     """
     tracker_session = _connect_tracker(tracker, timeout)
     try:
@@ -114,16 +116,17 @@ def connect(tracker: str = DEFAULT_TRACKER, key: str = "arm-cortex-a72", timeout
             raise DeviceError(f"board with key {key!r} on {tracker} refused the session: {exc}") from None
     finally:
         tracker_session.close()
-    return RemoteDevice(session, tracker, key)
+    return RemoteDevice(session, tracker, key, emulated=key_emulation(tracker, key, summary))
 
 
 class RemoteDevice:
     """One RPC session on a board: upload and load libraries, then run or time them there."""
 
-    def __init__(self, session: rpc.RPCSession, tracker: str, key: str):
+    def __init__(self, session: rpc.RPCSession, tracker: str, key: str, emulated: str | None = None):
         self.session = session
         self.tracker = tracker
         self.key = key
+        self.emulated = emulated  # what emulates the board (e.g. "qemu-aarch64 cortex-a72"), or None
         self._models: weakref.WeakSet[RemoteModel] = weakref.WeakSet()
 
     def __repr__(self) -> str:

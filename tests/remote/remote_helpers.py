@@ -58,3 +58,17 @@ def build_library(model: nn.Module, x: torch.Tensor, target_name: str, path: Pat
     """Build and export `model` for a target file (cross-compiled where the target says so)."""
     target = load_target(target_name)
     return export_library(build(relax_module(model, x), target), path, target)
+
+
+def compile_tiny(target_name: str, out: Path, **options):
+    """compile_model (the API path) on TinyConvNet, its convs rewritten as rank-2 Tai pairs.
+
+    Its outputs are feature maps, not class scores, so top-1 agreement with the dense model is not
+    required; the compiler check (vs the PyTorch low-rank model) is what matters here.
+    """
+    from tvm_lowrank.api import compile_model
+
+    torch.manual_seed(0)
+    options = {"method": "tai", "rank": 2, "min_top1_agreement": 0.0, "num_random_inputs": 4, **options}
+    return compile_model(TinyConvNet().eval(), target=target_name, out=out,
+                         example_input=torch.randn(1, 3, 12, 12), **options)
