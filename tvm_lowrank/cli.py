@@ -63,6 +63,21 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def _cmd_bench(args) -> int:
+    from .bench import BenchSettings, run_bench
+    from .bench.grid import host_target, split_list
+
+    settings = BenchSettings(repeat=args.repeat, accuracy_images=args.accuracy_images, dataset=args.dataset,
+                             database=args.schedules, tracker=args.tracker, baselines=not args.no_baselines,
+                             kernels=not args.no_kernels, **({"threads": args.threads} if args.threads else {}))
+    result = run_bench(split_list(args.models), split_list(args.methods), split_list(args.rank),
+                       split_list(args.targets) if args.targets else [host_target()], args.out, settings,
+                       plot_emulated=args.plot_emulated)
+    print(result.summary())
+    print("wrote " + ", ".join(str(path) for path in result.outputs))
+    return 1 if result.failed else 0
+
+
 def _cmd_targets(args) -> int:
     from .targets import list_targets, load_target
 
@@ -145,6 +160,29 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--method", default="tai")
     demo.add_argument("--rank", default=None, help="rank policy (default: the demo's)")
     demo.set_defaults(run=_cmd_demo)
+
+    bench = commands.add_parser("bench", help="benchmark models x methods x rank policies x targets: "
+                                              "accuracy, agreement, MACs, size, latency; CSV/JSON/Markdown "
+                                              "and plots; cached, failed cells reported")
+    bench.add_argument("--models", required=True,
+                       help="comma-separated: bundled model names and/or MODEL forms of compile")
+    bench.add_argument("--methods", default="dense,tai", help="comma-separated methods (dense: no rewrite)")
+    bench.add_argument("--rank", default="macs:0.25", help="comma-separated rank policies of the low-rank methods")
+    bench.add_argument("--targets", default=None, help="comma-separated targets (default: this machine's x86)")
+    bench.add_argument("--tracker", metavar="HOST:PORT", help="RPC tracker of the boards for remote targets")
+    bench.add_argument("--out", default="reports/bench", help="output directory (its cache/ is reused)")
+    bench.add_argument("--schedules", nargs="?", const="default", default=None, metavar="DIR",
+                       help="apply a tuning database: DIR, or schedules/<target>/ when no DIR is given")
+    bench.add_argument("--repeat", type=int, default=30, help="timing samples per latency")
+    bench.add_argument("--accuracy-images", type=int, default=1000,
+                       help="test images run through each build (0: no accuracy)")
+    bench.add_argument("--dataset", default="auto", choices=("auto", "fashion-mnist", "none"),
+                       help="test set for accuracy (auto: Fashion-MNIST for the bundled fmnist models)")
+    bench.add_argument("--threads", type=int, default=None, help="threads of TVM, PyTorch and ORT (default: all)")
+    bench.add_argument("--no-baselines", action="store_true", help="do not time PyTorch eager and ONNX Runtime")
+    bench.add_argument("--no-kernels", action="store_true", help="no per-kernel roofline timings")
+    bench.add_argument("--plot-emulated", action="store_true", help="show emulated devices in the speed plots")
+    bench.set_defaults(run=_cmd_bench)
 
     commands.add_parser("targets", help="list the known targets").set_defaults(run=_cmd_targets)
     commands.add_parser("models", help="list the bundled models").set_defaults(run=_cmd_models)

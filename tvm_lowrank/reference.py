@@ -157,3 +157,10 @@ def lowrank_reference(source: SourceModel, records: list[LayerRecord]) -> Callab
         return lambda x: run_torch_program(program, x)
     session = onnx_session(_onnx_lowrank(source, wanted))
     return lambda x: session.run(None, {source.input_name: np.ascontiguousarray(x, dtype=np.float32)})[0]
+
+
+def lowrank_program(source: SourceModel, records: list[LayerRecord]):
+    """The low-rank program itself, for running it elsewhere (benchmarks): the PyTorch GraphModule
+    for torch sources, the ONNX ModelProto for ONNX ones."""
+    wanted = _decomposed_by_key(records)
+    return _torch_lowrank(source, wanted) if source.kind == "torch" else _onnx_lowrank(source, wanted)

@@ -1,0 +1,193 @@
+"""The benchmark's PNG plots (matplotlib, Agg: no display needed).
+
+Speed plots (latency, speed-up) leave out emulated devices unless asked: a qemu board or PoCL
+standing in for a GPU says nothing about the real device's speed. Every plot is written even with
+nothing to show (it then says why), so a run always leaves the same files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PLOTS = ("latency.png", "speedup_vs_macs.png", "accuracy_vs_compression.png", "roofline.png")
+_METHOD_ORDER = ("dense", "tai", "cp", "rank1", "tucker2", "im2col")
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _methods(rows) -> list[str]:
+    found = {row["method"] for row in rows}
+    return [m for m in _METHOD_ORDER if m in found] + sorted(found - set(_METHOD_ORDER))
+
+
+def _colors(methods) -> dict:
+    plt = _pyplot()
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    return {method: cycle[i % len(cycle)] for i, method in enumerate(methods)}
+
+
+def _empty(ax, why: str) -> None:
+    ax.text(0.5, 0.5, why, ha="center", va="center", transform=ax.transAxes, wrap=True)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _speed_rows(rows, include_emulated: bool):
+    return [row for row in rows if row.get("status") == "ok" and row.get("latency_ms_median")
+            and (include_emulated or not row.get("emulated"))]
+
+
+def _label(row) -> str:
+    return row["method"] if row["method"] == "dense" else f"{row['method']} {row['rank']}"
+
+
+def plot_latency(rows, path: Path, note: str, include_emulated: bool = False) -> None:
+    """Median latency per target (groups) and method/rank (bars), p10–p90 as error bars; PyTorch
+    eager (x) and ONNX Runtime (+) of the same program where they were timed."""
+    plt = _pyplot()
+    speed = _speed_rows(rows, include_emulated)
+    models = sorted({row["model"] for row in speed}) or ["-"]
+    fig, axes = plt.subplots(len(models), 1, figsize=(9, 3.6 * len(models)), squeeze=False)
+    for ax, model in zip(axes[:, 0], models):
+        mine = [row for row in speed if row["model"] == model]
+        if not mine:
+            _empty(ax, "no latency measured on a real device\n(emulated devices are left out)")
+            continue
+        targets = list(dict.fromkeys(row["target"] for row in mine))
+        labels = list(dict.fromkeys(_label(row) for row in sorted(
+            mine, key=lambda r: (_methods(mine).index(r["method"]), r["rank"]))))
+        colors = _colors(labels)
+        width = 0.8 / len(labels)
+        for j, label in enumerate(labels):
+            for i, target in enumerate(targets):
+                row = next((r for r in mine if r["target"] == target and _label(r) == label), None)
+                if row is None:
+                    continue
+                x = i - 0.4 + width * (j + 0.5)
+                median = row["latency_ms_median"]
+                error = [[median - row["latency_ms_p10"]], [row["latency_ms_p90"] - median]]
+                name = label + (" (emulated)" if row.get("emulated") else "")
+                ax.bar(x, median, width, yerr=error, color=colors[label], capsize=2,
+                       label=name if i == 0 or row.get("emulated") else None)
+                for column, marker in (("torch_ms_median", "x"), ("ort_ms_median", "+")):
+                    if row.get(column):
+                        ax.plot(x, row[column], marker, color="black", markersize=8)
+        ax.set_xticks(range(len(targets)))
+        ax.set_xticklabels(targets)
+        ax.set_ylabel("ms per inference (batch 1)")
+        ax.set_title(f"{model}: TVM latency; x = PyTorch eager, + = ONNX Runtime (same program)")
+        ax.legend(fontsize=8)
+    fig.text(0.01, 0.005, note, fontsize=7)
+    fig.tight_layout(rect=(0, 0.02, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_speedup(rows, path: Path, note: str, include_emulated: bool = False) -> None:
+    """Measured speed-up over dense vs the conv MAC reduction; on the diagonal the build gains
+    exactly what the arithmetic shrank."""
+    plt = _pyplot()
+    points = [row for row in _speed_rows(rows, include_emulated) if row.get("speedup_vs_dense")
+              and row["method"] != "dense"]
+    fig, ax = plt.subplots(figsize=(6.5, 5))
+    if not points:
+        _empty(ax, "no low-rank cell with a dense cell on a real device")
+    else:
+        colors = _colors(_methods(points))
+        markers = dict(zip(dict.fromkeys(row["target"] for row in points), "osD^v<>p*"))
+        for row in points:
+            ax.scatter(row["mac_reduction"], row["speedup_vs_dense"], color=colors[row["method"]],
+                       marker=markers[row["target"]], s=50)
+        top = max(max(r["mac_reduction"] for r in points), max(r["speedup_vs_dense"] for r in points)) * 1.1
+        ax.plot([1, top], [1, top], "--", color="gray", label="ideal: speed-up = MAC reduction")
+        for method, color in colors.items():
+            ax.scatter([], [], color=color, label=method)
+        for target, marker in markers.items():
+            ax.scatter([], [], color="gray", marker=marker, label=target)
+        ax.set_xlim(0.9, top)
+        ax.set_ylim(0, top)
+        ax.legend(fontsize=8)
+    ax.set_xlabel("conv MAC reduction (dense / low-rank)")
+    ax.set_ylabel("measured speed-up over dense")
+    ax.set_title("Speed-up vs MAC reduction")
+    fig.text(0.01, 0.005, note, fontsize=7)
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_accuracy(rows, path: Path, note: str) -> None:
+    """Test accuracy vs conv MAC reduction, one line per model and method (dense at 1×)."""
+    plt = _pyplot()
+    points = [row for row in rows if row.get("status") == "ok" and row.get("accuracy") is not None]
+    fig, ax = plt.subplots(figsize=(6.5, 5))
+    if not points:
+        _empty(ax, "no accuracy measured (no model with a test set)")
+    else:
+        colors = _colors(_methods(points))
+        markers = dict(zip(sorted({row["model"] for row in points}), "osD^v<>p*"))
+        for row in points:
+            ax.scatter(row["mac_reduction"], row["accuracy"], color=colors[row["method"]],
+                       marker=markers[row["model"]], s=50)
+        for method, color in colors.items():
+            ax.scatter([], [], color=color, label=method)
+        for model, marker in markers.items():
+            ax.scatter([], [], color="gray", marker=marker, label=model)
+        ax.legend(fontsize=8)
+    ax.set_xlabel("conv MAC reduction (dense / low-rank)")
+    ax.set_ylabel("top-1 accuracy on the test images")
+    ax.set_title("Accuracy vs compression")
+    fig.text(0.01, 0.005, note, fontsize=7)
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_roofline(kernels, path: Path, note: str) -> None:
+    """Achieved GFLOP/s of each kernel on host targets against the peak (horizontal line), by
+    kernel size: small kernels sit far below the peak, whatever their schedule."""
+    plt = _pyplot()
+    points = [k for k in kernels if k.get("gflops") and k.get("flops")]
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    if not points:
+        _empty(ax, "no kernel timed (per-kernel times are taken on host CPU targets)")
+    else:
+        groups = list(dict.fromkeys((k["model"], k["target"], k["method"], k["rank"]) for k in points))
+        colors = _colors([f"{g[2]} {g[3]}" for g in groups])
+        markers = dict(zip(dict.fromkeys(g[0] for g in groups), "osD^v<>p*"))
+        for group in groups:
+            mine = [k for k in points if (k["model"], k["target"], k["method"], k["rank"]) == group]
+            ax.scatter([k["flops"] / 1e6 for k in mine], [k["gflops"] for k in mine],
+                       color=colors[f"{group[2]} {group[3]}"], marker=markers[group[0]], s=30,
+                       label=f"{group[0]} {group[2]} {group[3] if group[2] != 'dense' else ''} on {group[1]}")
+        for peak in sorted({k["peak_gflops"] for k in points}):
+            ax.axhline(peak, color="gray", linestyle="--")
+            ax.text(min(k["flops"] for k in points) / 1e6, peak,
+                    f" peak {peak:.0f} GFLOP/s", va="bottom", fontsize=8, color="gray")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.legend(fontsize=7)
+    ax.set_xlabel("kernel MFLOP (per call)")
+    ax.set_ylabel("achieved GFLOP/s")
+    ax.set_title("Per-kernel efficiency vs peak (host CPU)")
+    fig.text(0.01, 0.005, note, fontsize=7)
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_plots(out_dir: Path, rows, kernels, note: str, include_emulated: bool = False) -> list[Path]:
+    out_dir = Path(out_dir)
+    paths = [out_dir / name for name in PLOTS]
+    plot_latency(rows, paths[0], note, include_emulated)
+    plot_speedup(rows, paths[1], note, include_emulated)
+    plot_accuracy(rows, paths[2], note)
+    plot_roofline(kernels, paths[3], note)
+    return paths
