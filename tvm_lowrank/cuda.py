@@ -1,8 +1,13 @@
-"""CUDA support checks: whether CUDA kernels can run in this process.
+"""CUDA support: whether CUDA kernels can run in this process, and what loading them needs.
 
 The wheel's CUDA runtime is a separate ``libtvm_runtime_cuda.so`` beside ``libtvm_runtime.so``; it
-is loaded on first use here (as TVM's compiler package does) so that a device check does not
-depend on what was imported before.
+is loaded on first use here so that a device check does not depend on what was imported before.
+
+The wheel's compiler has no CUDA toolkit linked in: a CUDA build (``{"kind": "cuda"}``) succeeds on
+any machine, but its library carries the kernels as CUDA C source, compiled for the GPU when the
+library is loaded, by TVM's ``tvm_callback_cuda_compile`` (``tvm.support.nvcc``: NVRTC through
+``cuda-bindings``, or ``nvcc``). So a CUDA artifact runs where the apache-tvm package and one of
+those compilers are present, with a GPU and its driver (libcuda.so.1).
 """
 
 from __future__ import annotations
@@ -22,7 +27,9 @@ def _load_cuda_runtime() -> str | None:
         return f"this TVM build has no CUDA runtime ({library.name} not found)"
     try:
         ctypes.CDLL(str(library), mode=ctypes.RTLD_GLOBAL)
-    except OSError as err:  # libcuda.so.1 (the driver) is missing
+    except OSError as err:
+        if "libcuda.so" in str(err):
+            return "no NVIDIA driver on this machine (libcuda.so.1 not found)"
         return f"cannot load {library.name}: {err}"
     return None
 
@@ -39,3 +46,20 @@ def cuda_unavailable_reason() -> str | None:
     except Exception as err:  # noqa: BLE001 - TVM raises its own error types for a missing driver
         return f"no CUDA device: {err}"
     return None if exists else "no CUDA GPU on this machine"
+
+
+def prepare_cuda_loading() -> None:
+    """Register TVM's CUDA compile callback for libraries that carry CUDA source, picking nvcc when
+    NVRTC's Python bindings are missing (TVM defaults to NVRTC)."""
+    import os
+    import shutil
+
+    import tvm.support.nvcc  # noqa: F401 - registers tvm_callback_cuda_compile
+
+    if "TVM_CUDA_COMPILE_MODE" in os.environ:
+        return
+    try:
+        import cuda.bindings  # noqa: F401 - what TVM's NVRTC path imports
+    except ImportError:
+        if shutil.which("nvcc"):
+            os.environ["TVM_CUDA_COMPILE_MODE"] = "nvcc"

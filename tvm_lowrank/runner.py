@@ -152,7 +152,7 @@ def _local_emulation(kind: str, device_name: str | None) -> str | None:
     """A CPU OpenCL (PoCL) stands in for the GPU the kernels target."""
     if kind == "opencl" and device_name and ("portable computing language" in device_name.lower()
                                              or "pocl" in device_name.lower()):
-        return f"PoCL CPU OpenCL ({device_name}) standing in for the GPU"
+        return "PoCL (CPU OpenCL) standing in for the GPU"
     return None
 
 
@@ -168,6 +168,10 @@ def open_local(artifact: Artifact, target: TargetSpec) -> Iterator[ArtifactRunne
                 else "")
         raise TargetError(f"{artifact.path} cannot run here: {reason}{hint}")
     kind = device_kind(target)
+    if kind == "cuda":
+        from .cuda import prepare_cuda_loading
+
+        prepare_cuda_loading()
     device = tvm.device(kind, 0)
     vm = load_executable(artifact.library_path, device)
     name = _local_device_name(kind, device)

@@ -68,7 +68,13 @@ def compile_tiny(target_name: str, out: Path, **options):
     """
     from tvm_lowrank.api import compile_model
 
-    torch.manual_seed(0)
+    model, example = tiny_model()
     options = {"method": "tai", "rank": 2, "min_top1_agreement": 0.0, "num_random_inputs": 4, **options}
-    return compile_model(TinyConvNet().eval(), target=target_name, out=out,
-                         example_input=torch.randn(1, 3, 12, 12), **options)
+    return compile_model(model, target=target_name, out=out, example_input=example, **options)
+
+
+def tiny_model():
+    """(TinyConvNet, example input), seeded: the model of compile_tiny, as "remote_helpers:tiny_model"
+    for the CLI."""
+    torch.manual_seed(0)
+    return TinyConvNet().eval(), torch.randn(1, 3, 12, 12)
