@@ -137,7 +137,6 @@ def bench_torch(configs, args):
 
 def bench_ort(configs, args, inputs, tmp_dir: Path):
     import onnxruntime
-    import torch
 
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = args.threads
@@ -145,12 +144,7 @@ def bench_ort(configs, args, inputs, tmp_dir: Path):
     columns = {}
     for config in configs:
         path = tmp_dir / f"{config.method}-{config.size}.onnx"
-        x = torch.from_numpy(inputs[config.size])
-        with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            logging.disable(logging.WARNING)
-            torch.onnx.export(config.program, (x,), str(path), dynamo=True, input_names=["x"])
-            logging.disable(logging.NOTSET)
+        export_onnx(config.program, inputs[config.size], path)
         session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         name = session.get_inputs()[0].name
         feed = {name: inputs[config.size]}
@@ -159,6 +153,19 @@ def bench_ort(configs, args, inputs, tmp_dir: Path):
     samples = time_rounds(columns, args.rounds, args.budget)
     for config in configs:
         config.times["ort"] = samples[(config.size, config.method)]
+
+
+def export_onnx(program, x, path: Path) -> None:
+    """ONNX export (dynamo) of a torch program for input array `x`, without the exporter's chatter."""
+    import torch
+
+    with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logging.disable(logging.WARNING)
+        try:
+            torch.onnx.export(program, (torch.from_numpy(x),), str(path), dynamo=True, input_names=["x"])
+        finally:
+            logging.disable(logging.NOTSET)
 
 
 def _max_error(output, config, inputs) -> float:

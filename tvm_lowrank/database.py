@@ -37,6 +37,13 @@ def default_database_dir(target: TargetSpec) -> Path:
     return SCHEDULES_DIR / target.name
 
 
+def shipped_database(target: TargetSpec) -> Path | None:
+    """`default_database_dir(target)` when it holds tuning records, else None."""
+    path = default_database_dir(target)
+    records = path / RECORD_FILE
+    return path if records.is_file() and records.stat().st_size > 0 else None
+
+
 @dataclass(frozen=True)
 class DatabaseInfo:
     """What `check_database` found: `records_per_workload[i]` counts the records of workload i

@@ -45,9 +45,11 @@ def run_demo(out_dir="build/demo", eval_images: int = 1000, rank=None, method: s
     from .api import compile_model
     from .build import load_executable, run_vm
     from .data import load_fashion_mnist
+    from .database import shipped_database
     from .frontend import load_model
     from .models import create_model
     from .reference import lowrank_reference
+    from .targets import load_target
 
     torch.set_num_threads(THREADS)
     rank = rank or DEMO_RANK
@@ -58,10 +60,14 @@ def run_demo(out_dir="build/demo", eval_images: int = 1000, rank=None, method: s
     images, labels = images[:eval_images], labels[:eval_images]
     example = torch.as_tensor(images[:1])
 
-    print(f"== {DEMO_MODEL} on {target}: dense and {method} ({rank}) ==")
-    dense = compile_model(model, target=target, method="dense", out=out_dir / "dense", example_input=example)
+    database = shipped_database(load_target(target))  # schedules/<target>/, when tuned records ship
+    tvm_label = "TVM (tuned)" if database else "TVM (untuned)"
+    print(f"== {DEMO_MODEL} on {target}: dense and {method} ({rank}); schedules: "
+          f"{database or 'ours, untuned (no database in schedules/)'} ==")
+    dense = compile_model(model, target=target, method="dense", out=out_dir / "dense", example_input=example,
+                          database=database)
     lowrank = compile_model(model, target=target, method=method, rank=rank, out=out_dir / "lowrank",
-                            example_input=example)
+                            example_input=example, database=database)
     print(lowrank.report)
     print("dense:   " + dense.verification.summary().replace("\n", "\n         "))
     print("lowrank: " + lowrank.verification.summary().replace("\n", "\n         "))
@@ -75,8 +81,8 @@ def run_demo(out_dir="build/demo", eval_images: int = 1000, rank=None, method: s
     accuracy = {"PyTorch eager": [_accuracy(run, images, labels) for run in rows["PyTorch eager"]]}
     vms = [load_executable(result.artifact.library_path) for result in (dense, lowrank)]
     tvm_runs = [lambda x, vm=vm: run_vm(vm, x) for vm in vms]
-    latency["TVM (untuned)"] = [_median_latency_ms(run, x) for run in tvm_runs]
-    accuracy["TVM (untuned)"] = [_accuracy(run, images, labels) for run in tvm_runs]
+    latency[tvm_label] = [_median_latency_ms(run, x) for run in tvm_runs]
+    accuracy[tvm_label] = [_accuracy(run, images, labels) for run in tvm_runs]
 
     mac_reduction = lowrank.artifact.manifest["totals"]["mac_reduction"]
     print(f"\n{len(images)} Fashion-MNIST test images, batch 1, {THREADS} threads; "

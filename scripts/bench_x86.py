@@ -1,0 +1,281 @@
+"""x86 host benchmark: the low-rank model compiled by us against PyTorch eager and ONNX Runtime.
+
+    python scripts/bench_x86.py [--models vgg-fmnist resnet18] [--sizes 32 224] [--method tai]
+                                [--rank macs:0.25] [--trials-per-task 8] [--threads 2]
+                                [--out reports/bench-x86]
+
+For every model and input size, side by side in one process, batch 1, `--threads` threads:
+PyTorch eager dense and low-rank (the program with the chains our pass chose), ONNX Runtime dense
+and low-rank (ONNX export of the same programs), TVM dense tuned, TVM low-rank with our untuned
+schedules, TVM low-rank tuned. Tuning (MetaSchedule + XGBoost, seeded with our schedules,
+budget spread over tasks: `tvm_lowrank.tune`) runs first, each build in its own subprocess, into
+`OUT/db/<model>-<size>-<method>/`; a database already there is reused (rerunning costs nothing),
+so its tuning time and trials are those recorded when it was made.
+
+Timing: PyTorch and ONNX Runtime are timed before TVM's thread pool exists (with both pools alive,
+2-thread PyTorch slows by an order of magnitude); each column is measured in interleaved rounds so
+a change of machine load hits the variants alike; medians are reported with the load average.
+Writes OUT/bench-x86.json (every sample's median, p10, p90) and OUT/bench-x86.md (the table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
+
+COLUMNS = ("torch dense", "torch low-rank", "ort dense", "ort low-rank",
+           "tvm dense tuned", "tvm low-rank untuned", "tvm low-rank tuned")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", default=["vgg-fmnist", "resnet18"])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[32, 224], help="input height = width")
+    parser.add_argument("--method", default="tai", help="low-rank method")
+    parser.add_argument("--rank", default="macs:0.25", help="rank policy of the low-rank build")
+    parser.add_argument("--trials-per-task", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--target", default=None, help="default: x86-avx512 where this CPU has it, else x86-avx2")
+    parser.add_argument("--rounds", type=int, default=15, help="interleaved timing rounds per column")
+    parser.add_argument("--budget", type=float, default=0.05, help="seconds of runs per column per round")
+    parser.add_argument("--out", type=Path, default=REPO / "reports" / "bench-x86")
+    parser.add_argument("--tune-only", nargs=4, metavar=("MODEL", "SIZE", "METHOD", "DB"),
+                        help=argparse.SUPPRESS)  # the tuning subprocess
+    return parser.parse_args(argv)
+
+
+def host_target(name=None):
+    from tvm_lowrank.targets import load_target
+
+    return load_target(name or ("x86-avx512" if load_target("x86-avx512").runs_on_host() else "x86-avx2"))
+
+
+def relax_module(model_name: str, size: int, method: str, rank: str):
+    """The Relax module of `model_name` at size² (dense, or rewritten at `rank`) and its records."""
+    import torch
+
+    from tvm_lowrank.decompose import PerLayerRank
+    from tvm_lowrank.frontend import load_model, to_relax
+    from tvm_lowrank.models import create_model, has_weights, model_input_shape
+    from tvm_lowrank.passes import DecomposeConv2D
+
+    model = create_model(model_name, pretrained=has_weights(model_name))
+    torch.manual_seed(0)
+    x = torch.randn(1, model_input_shape(model_name)[1], size, size)
+    source = load_model(model, x)
+    dense = method == "dense"
+    rewrite = DecomposeConv2D(method="tai" if dense else method, policy=PerLayerRank({}) if dense else rank)
+    return source, rewrite(to_relax(source)), rewrite.records
+
+
+def tune_one(args) -> int:
+    """Subprocess body: tune one build into its database, write tuning.json beside it."""
+    from tvm_lowrank.tune import extract_tuning_tasks, tune_module
+
+    model_name, size, method, database = args.tune_only
+    target = host_target(args.target)
+    _, mod, _ = relax_module(model_name, int(size), method, args.rank)
+    tasks = len(extract_tuning_tasks(mod, target))
+    result = tune_module(mod, target, database, trials=args.trials_per_task * tasks, random_seed=0,
+                         progress=lambda line: print(f"    {line}", flush=True))
+    print(result.summary(), flush=True)
+    (Path(database) / "tuning.json").write_text(json.dumps(
+        {"seconds": result.seconds, "trials": result.measured, "tasks": tasks,
+         "trials_per_task": args.trials_per_task, "estimated_ms": (result.estimated_seconds() or 0) * 1e3}))
+    return 0
+
+
+def tune_all(args, builds) -> dict:
+    """Tune every (model, size, method) lacking a finished database, each in a subprocess."""
+    info = {}
+    for model_name, size, method in builds:
+        database = args.out / "db" / f"{model_name}-{size}-{method}"
+        done = database / "tuning.json"
+        if not done.is_file():
+            print(f"== tuning {model_name} {size}² {method} ({args.trials_per_task} trials per task)", flush=True)
+            command = [sys.executable, __file__, "--tune-only", model_name, str(size), method, str(database),
+                       "--rank", args.rank, "--trials-per-task", str(args.trials_per_task)]
+            if args.target:
+                command += ["--target", args.target]
+            subprocess.run(command, check=True)
+        info[(model_name, size, method)] = json.loads(done.read_text())
+    return info
+
+
+class Cell:
+    """One (model, size): its two programs, Relax modules, MACs, and timings per column."""
+
+    def __init__(self, model_name: str, size: int, args):
+        import numpy as np
+
+        from tvm_lowrank.reference import _decomposed_by_key, _torch_lowrank
+        from tvm_lowrank.report import rows_from_records, totals
+
+        self.model, self.size = model_name, size
+        source, self.dense_mod, dense_records = relax_module(model_name, size, "dense", args.rank)
+        _, self.lowrank_mod, records = relax_module(model_name, size, args.method, args.rank)
+        self.x = np.asarray(source.example_input, dtype=np.float32)
+        self.programs = {"dense": source.program,
+                         "low-rank": _torch_lowrank(source, _decomposed_by_key(records))}
+        self.macs = {"dense": totals(rows_from_records(dense_records))["conv_macs_after"],
+                     "low-rank": totals(rows_from_records(records))["conv_macs_after"]}
+        self.samples: dict[str, list[float]] = {}
+        self.errors: dict[str, float] = {}
+
+    def expected(self, kind: str):
+        import torch
+
+        with torch.no_grad():
+            return self.programs[kind](torch.from_numpy(self.x)).numpy()
+
+    def check(self, column: str, output) -> None:
+        """Record the output's largest error against PyTorch's program of the same kind."""
+        import numpy as np
+
+        expected = self.expected("dense" if "dense" in column else "low-rank")
+        self.errors[column] = float(np.abs(np.asarray(output) - expected).max() / max(np.abs(expected).max(), 1e-30))
+
+
+def time_torch(cells, args) -> None:
+    import torch
+
+    from bench_untuned import time_rounds
+
+    torch.set_num_threads(args.threads)
+    for cell in cells:
+        runs = {}
+        for kind, program in cell.programs.items():
+            x = torch.from_numpy(cell.x)
+
+            def run(program=program, x=x):
+                with torch.no_grad():
+                    return program(x)
+            runs[f"torch {kind}"] = run
+        cell.samples.update(time_rounds(runs, args.rounds, args.budget))
+
+
+def time_ort(cells, args) -> None:
+    import onnxruntime
+
+    from bench_untuned import export_onnx, time_rounds
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = args.threads, 1
+    with tempfile.TemporaryDirectory() as tmp:
+        for cell in cells:
+            runs = {}
+            for kind, program in cell.programs.items():
+                path = Path(tmp) / f"{cell.model}-{cell.size}-{kind}.onnx"
+                export_onnx(program, cell.x, path)
+                session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+                feed = {session.get_inputs()[0].name: cell.x}
+                cell.check(f"ort {kind}", session.run(None, feed)[0])
+                runs[f"ort {kind}"] = lambda s=session, f=feed: s.run(None, f)
+            cell.samples.update(time_rounds(runs, args.rounds, args.budget))
+
+
+def time_tvm(cells, args, target) -> None:
+    import tvm
+    from tvm import relax
+
+    from bench_untuned import time_rounds
+    from tvm_lowrank.build import build, run_vm
+
+    for cell in cells:
+        runs = {}
+        variants = {"tvm dense tuned": (cell.dense_mod, "dense"),
+                    "tvm low-rank untuned": (cell.lowrank_mod, None),
+                    "tvm low-rank tuned": (cell.lowrank_mod, args.method)}
+        for column, (mod, tuned) in variants.items():
+            database = None if tuned is None else args.out / "db" / f"{cell.model}-{cell.size}-{tuned}"
+            vm = relax.VirtualMachine(build(mod, target, database_dir=database), tvm.cpu())
+            cell.check(column, run_vm(vm, cell.x))
+            vm.set_input("main", tvm.runtime.tensor(cell.x))
+            runs[column] = lambda vm=vm: vm.invoke_stateful("main")
+        cell.samples.update(time_rounds(runs, args.rounds, args.budget))
+
+
+def summarize(cells, tuning, args, target, load) -> dict:
+    import numpy as np
+
+    rows = []
+    for cell in cells:
+        ms = {c: float(np.median(cell.samples[c])) * 1e3 for c in COLUMNS}
+        spread = {c: [float(np.percentile(cell.samples[c], q)) * 1e3 for q in (10, 90)] for c in COLUMNS}
+        mac_ratio = cell.macs["dense"] / cell.macs["low-rank"]
+        speedup = ms["tvm dense tuned"] / ms["tvm low-rank tuned"]
+        dense_tuning = tuning[(cell.model, cell.size, "dense")]
+        lowrank_tuning = tuning[(cell.model, cell.size, args.method)]
+        rows.append({
+            "model": cell.model, "input": f"{cell.size}x{cell.size}", "method": args.method, "rank": args.rank,
+            "dense_mmacs": cell.macs["dense"] / 1e6, "lowrank_mmacs": cell.macs["low-rank"] / 1e6,
+            "mac_ratio": mac_ratio, "median_ms": ms, "p10_p90_ms": spread,
+            "tvm_vs_torch_lowrank": ms["torch low-rank"] / ms["tvm low-rank tuned"],
+            "tvm_vs_ort_lowrank": ms["ort low-rank"] / ms["tvm low-rank tuned"],
+            "tvm_lowrank_speedup": speedup, "speedup_share_of_mac_ratio": speedup / mac_ratio,
+            "tuning": {"dense": dense_tuning, "low-rank": lowrank_tuning},
+            "max_relative_error": max(cell.errors.values()),
+        })
+    return {"target": target.name, "threads": args.threads, "rounds": args.rounds,
+            "load_average": load, "cpus": os.cpu_count(), "rows": rows}
+
+
+def markdown(summary) -> str:
+    head = ["model", "input", "MAC ratio"] + [f"{c} ms" for c in COLUMNS] + [
+        "×PyTorch LR", "×ORT LR", "LR/dense speed-up (share of MAC ratio)", "tuning dense / LR"]
+    lines = [f"Batch 1, {summary['threads']} threads, {summary['target']}, medians of "
+             f"{summary['rounds']} interleaved rounds; load average {summary['load_average'][0]:.1f} → "
+             f"{summary['load_average'][1]:.1f} on {summary['cpus']} CPUs. ×PyTorch LR / ×ORT LR: how many times "
+             "faster TVM low-rank tuned runs than PyTorch eager / ONNX Runtime on the same low-rank program.",
+             "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in summary["rows"]:
+        ms = row["median_ms"]
+        tune = row["tuning"]
+        lines.append("| " + " | ".join(
+            [row["model"], row["input"], f"{row['mac_ratio']:.2f}×"] + [f"{ms[c]:.3f}" for c in COLUMNS]
+            + [f"{row['tvm_vs_torch_lowrank']:.2f}×", f"{row['tvm_vs_ort_lowrank']:.2f}×",
+               f"{row['tvm_lowrank_speedup']:.2f}× ({row['speedup_share_of_mac_ratio']:.0%})",
+               f"{tune['dense']['trials']} trials {tune['dense']['seconds'] / 60:.1f} min / "
+               f"{tune['low-rank']['trials']} trials {tune['low-rank']['seconds'] / 60:.1f} min"]) + " |")
+    worst = max(row["max_relative_error"] for row in summary["rows"])
+    lines.append("")
+    lines.append(f"Max |output − PyTorch| / max |PyTorch output| over every run: {worst:.1e}.")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    os.environ["TVM_NUM_THREADS"] = str(args.threads)  # read when TVM's thread pool starts
+    if args.tune_only:
+        return tune_one(args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    target = host_target(args.target)
+    builds = [(m, s, k) for m in args.models for s in args.sizes for k in ("dense", args.method)]
+    tuning = tune_all(args, builds)
+    load_before = os.getloadavg()[0]
+    started = time.perf_counter()
+    cells = [Cell(m, s, args) for m in args.models for s in args.sizes]
+    time_torch(cells, args)
+    time_ort(cells, args)
+    time_tvm(cells, args, target)
+    summary = summarize(cells, tuning, args, target, (load_before, os.getloadavg()[0]))
+    (args.out / "bench-x86.json").write_text(json.dumps(summary, indent=1))
+    table = markdown(summary)
+    (args.out / "bench-x86.md").write_text(table + "\n")
+    print(table)
+    print(f"# timed in {time.perf_counter() - started:.0f} s; written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
