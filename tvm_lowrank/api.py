@@ -102,19 +102,20 @@ def compile_model(model, target: str = "x86-avx2", method: str = "tai", rank="en
                   min_top1_agreement: float = 0.99, num_random_inputs: int = 8,
                   num_real_inputs: int = 64, verify: bool = True, database=None,
                   rpc: str | None = None, key: str | None = None) -> CompileResult:
-    """Compile `model` (ONNX path, .pt2 path, "module:function", or nn.Module) for `target`.
+    """Compile `model` (ONNX path, .pt2 path, "module:function", nn.Module, or the PreparedModel
+    of `prepare_model` for the same `method`, so that a caller needing it too decomposes once) for `target`.
 
     `database`: a tuning database to apply (a directory, or True for ``schedules/<target>/``).
     The build is verified where its target runs: on the board registered under `key` (default: the
     target's rpc_key) on the `rpc` tracker, else in this process when it can run here (x86; OpenCL
     or CUDA with their runtime and device), else not at all (the manifest says why).
     """
-    from .build import export_library
     from .reference import lowrank_reference
     from .targets import load_target
 
     target_spec = load_target(target)
-    prepared = prepare_model(model, method, rank, rank_file, example_input, method_options)
+    prepared = (model if isinstance(model, PreparedModel)  # prepared by the caller (bench) for `method`
+                else prepare_model(model, method, rank, rank_file, example_input, method_options))
     source, mod, records, policy = prepared.source, prepared.mod, prepared.records, prepared.policy
     database_dir = _database_dir(database, target_spec)
     executable = _build_for_target(mod, target_spec, database_dir)
@@ -147,8 +148,12 @@ def compile_model(model, target: str = "x86-avx2", method: str = "tai", rank="en
         "verification": None,
     }
     out = Path(out)
+    export_notes: dict = {}
     staged = write_artifact(out.with_name(out.name + ".staging"),
-                            lambda path: export_library(executable, path, target_spec), manifest, reference)
+                            lambda path: _export_for_target(executable, path, target_spec, export_notes),
+                            manifest, reference)
+    if export_notes:
+        staged.update_manifest(**export_notes)
     verification = None
     skipped = None if rpc is not None else _why_not_verified_here(target_spec)
     if verify and skipped is None:
@@ -170,6 +175,19 @@ def compile_model(model, target: str = "x86-avx2", method: str = "tai", rank="en
         staged.update_manifest(verification={"skipped": skipped, "min_top1_agreement": min_top1_agreement})
     _replace(staged.path, out)
     return CompileResult(load_artifact(out), rows, verification, records)
+
+
+def _export_for_target(executable, path, target_spec, notes: dict):
+    """CUDA libraries get their kernels compiled ahead of time (`tvm_lowrank.cuda_aot`), noted in
+    `notes["cuda"]`; every other target is exported as build.export_library does."""
+    if target_spec.tvm_target_config.get("kind") == "cuda":
+        from .cuda_aot import export_cuda_library
+
+        notes["cuda"] = export_cuda_library(executable, path, target_spec)
+        return path
+    from .build import export_library
+
+    return export_library(executable, path, target_spec)
 
 
 def _build_for_target(mod, target_spec, database_dir):

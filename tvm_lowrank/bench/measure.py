@@ -41,12 +41,15 @@ class BenchSettings:
 
 
 def database_dir(settings: BenchSettings, target) -> Path | None:
+    """The database a cell applies: "default" is the target's own in schedules/, where it has one
+    (a target never tuned builds untuned), a directory given by the user must exist."""
     if settings.database is None:
         return None
     if settings.database == "default":
         from ..database import default_database_dir
 
-        return default_database_dir(target)
+        path = default_database_dir(target)
+        return path if path.is_dir() else None
     return Path(settings.database)
 
 
@@ -55,18 +58,6 @@ def _agreement(verification) -> dict:
     return {"top1_agreement": original.top1_agreement, "max_rel_error_vs_original": original.max_rel_error,
             "max_rel_error_vs_lowrank_reference": lowrank.max_rel_error,
             "compiler_exact": verification.compiler_exact, "verified_inputs": verification.num_inputs}
-
-
-def _verify_on(runner, artifact, min_top1_agreement: float):
-    """The compile's checks, run on the device (compile_model runs them only on this host)."""
-    from ..verify import compare
-
-    reference = artifact.reference()
-    outputs = np.stack([np.asarray(runner.run(x)) for x in reference.inputs])
-    result = compare(outputs, reference.original_outputs, reference.lowrank_outputs, min_top1_agreement,
-                     device=runner.placement.describe(), labels=reference.labels)
-    result.raise_if_failed()
-    return result
 
 
 def _accuracy(runner, dataset: str | None, images: int) -> dict:
@@ -95,7 +86,8 @@ def _tuning(manifest: dict, prepared, target, database: Path | None) -> dict:
     A database keeps each trial's measured run time, not the time the search took, so
     tuning_seconds is only known where the manifest records it."""
     schedules = manifest.get("schedules") or {}
-    row = {"tuned_kernels": schedules.get("kernels_from_database", 0), "kernels": schedules.get("kernels"),
+    row = {"database": None if database is None else str(database),
+           "tuned_kernels": schedules.get("kernels_from_database", 0), "kernels": schedules.get("kernels"),
            "tuning_trials": 0, "tuning_seconds": schedules.get("seconds", 0 if database is None else None)}
     if database is None:
         return row
@@ -146,6 +138,11 @@ def _host_extras(prepared, artifact, target, x: np.ndarray, settings: BenchSetti
         for kernel in kernel_rows:
             kernel["peak_gflops"] = peak
             kernel["efficiency"] = None if kernel["gflops"] is None else kernel["gflops"] / peak
+        kernel_seconds = sum(kernel["seconds"] for kernel in kernel_rows)
+        if kernel_seconds > 0:  # the whole model: every kernel's FLOPs over every kernel's time
+            row["kernels_ms"] = kernel_seconds * 1e3
+            row["kernels_gflops"] = sum(kernel["flops"] for kernel in kernel_rows) / kernel_seconds / 1e9
+            row["kernels_efficiency"] = row["kernels_gflops"] / peak
     return row, kernel_rows
 
 
@@ -168,9 +165,14 @@ def measure_cell(cell: Cell, model: ModelSpec, settings: BenchSettings, artifact
     rank = "energy:0.95" if cell.method == DENSE else cell.rank
     model_arg, example = model.load()
     start = time.perf_counter()
-    result = compile_model(model_arg, target=cell.target, method=cell.method, rank=rank, out=artifact_dir,
-                           example_input=example, min_top1_agreement=0.0, database=database)
+    # prepared here and handed to compile_model: the baselines and kernel FLOPs need it too
+    prepared = prepare_model(model_arg, cell.method, rank, example_input=example)
+    rpc = None if local else settings.tracker
+    result = compile_model(prepared, target=cell.target, method=cell.method, out=artifact_dir,
+                           min_top1_agreement=0.0, database=database, rpc=rpc)
     row = {"compile_seconds": time.perf_counter() - start}
+    if result.verification is not None:  # run where the target runs, on this host or the board
+        row.update(_agreement(result.verification))
     totals = result.artifact.manifest["totals"]
     row.update(conv_macs=totals["conv_macs_after"], conv_macs_dense=totals["conv_macs_before"],
                mac_reduction=totals["mac_reduction"], conv_params=totals["conv_params_after"],
@@ -178,18 +180,13 @@ def measure_cell(cell: Cell, model: ModelSpec, settings: BenchSettings, artifact
                layers_decomposed=totals["layers_decomposed"],
                build_bytes=result.artifact.library_path.stat().st_size)
     x = result.artifact.reference().inputs[0]
-    with open_artifact(result.artifact, rpc=None if local else settings.tracker) as runner:
+    with open_artifact(result.artifact, rpc=rpc) as runner:
         placement = runner.placement
-        verification = result.verification or _verify_on(runner, result.artifact, 0.0)
-        row.update(_agreement(verification))
         row.update(_accuracy(runner, model.dataset, settings.accuracy_images))
         row.update(_latency(runner, x, settings))
     row.update(device=placement.describe(), where=placement.where, emulated=placement.emulated is not None,
                emulated_by=placement.emulated)
     host_cpu = placement.where == "local" and placement.device == "cpu"
-    prepared = None
-    if database is not None or (host_cpu and (settings.baselines or settings.kernels)):
-        prepared = prepare_model(model_arg, cell.method, rank, example_input=example)
     row.update(_tuning(result.artifact.manifest, prepared, target, database))
     kernel_rows = []
     if host_cpu:

@@ -90,72 +90,64 @@ def plot_latency(rows, path: Path, note: str, include_emulated: bool = False) ->
     plt.close(fig)
 
 
+def _scatter(ax, points, y: str, marker_by: str) -> None:
+    """points' (mac_reduction, `y`): colour by method, marker by `marker_by`, with a legend."""
+    colors = _colors(_methods(points))
+    markers = dict(zip(dict.fromkeys(row[marker_by] for row in points), "osD^v<>p*"))
+    for row in points:
+        ax.scatter(row["mac_reduction"], row[y], color=colors[row["method"]], marker=markers[row[marker_by]], s=50)
+    for method, color in colors.items():
+        ax.scatter([], [], color=color, label=method)
+    for name, marker in markers.items():
+        ax.scatter([], [], color="gray", marker=marker, label=name)
+
+
+def _finish(fig, ax, path: Path, note: str, ylabel: str, title: str,
+            xlabel: str = "conv MAC reduction (dense / low-rank)") -> None:
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    fig.text(0.01, 0.005, note, fontsize=7)
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    fig.savefig(path, dpi=110)
+    _pyplot().close(fig)
+
+
 def plot_speedup(rows, path: Path, note: str, include_emulated: bool = False) -> None:
     """Measured speed-up over dense vs the conv MAC reduction; on the diagonal the build gains
     exactly what the arithmetic shrank."""
-    plt = _pyplot()
     points = [row for row in _speed_rows(rows, include_emulated) if row.get("speedup_vs_dense")
               and row["method"] != "dense"]
-    fig, ax = plt.subplots(figsize=(6.5, 5))
+    fig, ax = _pyplot().subplots(figsize=(6.5, 5))
     if not points:
         _empty(ax, "no low-rank cell with a dense cell on a real device")
     else:
-        colors = _colors(_methods(points))
-        markers = dict(zip(dict.fromkeys(row["target"] for row in points), "osD^v<>p*"))
-        for row in points:
-            ax.scatter(row["mac_reduction"], row["speedup_vs_dense"], color=colors[row["method"]],
-                       marker=markers[row["target"]], s=50)
         top = max(max(r["mac_reduction"] for r in points), max(r["speedup_vs_dense"] for r in points)) * 1.1
         ax.plot([1, top], [1, top], "--", color="gray", label="ideal: speed-up = MAC reduction")
-        for method, color in colors.items():
-            ax.scatter([], [], color=color, label=method)
-        for target, marker in markers.items():
-            ax.scatter([], [], color="gray", marker=marker, label=target)
+        _scatter(ax, points, "speedup_vs_dense", "target")
         ax.set_xlim(0.9, top)
         ax.set_ylim(0, top)
-        ax.legend(fontsize=8)
-    ax.set_xlabel("conv MAC reduction (dense / low-rank)")
-    ax.set_ylabel("measured speed-up over dense")
-    ax.set_title("Speed-up vs MAC reduction")
-    fig.text(0.01, 0.005, note, fontsize=7)
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _finish(fig, ax, path, note, "measured speed-up over dense", "Speed-up vs MAC reduction")
 
 
 def plot_accuracy(rows, path: Path, note: str) -> None:
-    """Test accuracy vs conv MAC reduction, one line per model and method (dense at 1×)."""
-    plt = _pyplot()
+    """Test accuracy vs conv MAC reduction, by model and method (dense at 1×)."""
     points = [row for row in rows if row.get("status") == "ok" and row.get("accuracy") is not None]
-    fig, ax = plt.subplots(figsize=(6.5, 5))
+    fig, ax = _pyplot().subplots(figsize=(6.5, 5))
     if not points:
         _empty(ax, "no accuracy measured (no model with a test set)")
     else:
-        colors = _colors(_methods(points))
-        markers = dict(zip(sorted({row["model"] for row in points}), "osD^v<>p*"))
-        for row in points:
-            ax.scatter(row["mac_reduction"], row["accuracy"], color=colors[row["method"]],
-                       marker=markers[row["model"]], s=50)
-        for method, color in colors.items():
-            ax.scatter([], [], color=color, label=method)
-        for model, marker in markers.items():
-            ax.scatter([], [], color="gray", marker=marker, label=model)
-        ax.legend(fontsize=8)
-    ax.set_xlabel("conv MAC reduction (dense / low-rank)")
-    ax.set_ylabel("top-1 accuracy on the test images")
-    ax.set_title("Accuracy vs compression")
-    fig.text(0.01, 0.005, note, fontsize=7)
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+        _scatter(ax, points, "accuracy", "model")
+    _finish(fig, ax, path, note, "top-1 accuracy on the test images", "Accuracy vs compression")
 
 
 def plot_roofline(kernels, path: Path, note: str) -> None:
     """Achieved GFLOP/s of each kernel on host targets against the peak (horizontal line), by
     kernel size: small kernels sit far below the peak, whatever their schedule."""
-    plt = _pyplot()
     points = [k for k in kernels if k.get("gflops") and k.get("flops")]
-    fig, ax = plt.subplots(figsize=(7.5, 5))
+    fig, ax = _pyplot().subplots(figsize=(7.5, 5))
     if not points:
         _empty(ax, "no kernel timed (per-kernel times are taken on host CPU targets)")
     else:
@@ -173,14 +165,8 @@ def plot_roofline(kernels, path: Path, note: str) -> None:
                     f" peak {peak:.0f} GFLOP/s", va="bottom", fontsize=8, color="gray")
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.legend(fontsize=7)
-    ax.set_xlabel("kernel MFLOP (per call)")
-    ax.set_ylabel("achieved GFLOP/s")
-    ax.set_title("Per-kernel efficiency vs peak (host CPU)")
-    fig.text(0.01, 0.005, note, fontsize=7)
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _finish(fig, ax, path, note, "achieved GFLOP/s", "Per-kernel efficiency vs peak (host CPU)",
+            xlabel="kernel MFLOP (per call)")
 
 
 def write_plots(out_dir: Path, rows, kernels, note: str, include_emulated: bool = False) -> list[Path]:

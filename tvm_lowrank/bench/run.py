@@ -70,6 +70,7 @@ def run_bench(models, methods, ranks, targets, out_dir, settings: BenchSettings 
     for index, cell in enumerate(cells, start=1):
         start = time.perf_counter()
         row = {"model": cell.model, "method": cell.method, "rank": cell.rank, "target": cell.target}
+        print(f"[{index}/{len(cells)}] {cell.label}: ...", file=progress, flush=True)
         try:
             from ..targets import load_target
 

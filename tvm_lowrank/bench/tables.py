@@ -23,7 +23,7 @@ COLUMNS = (
     "latency_runs_per_sample", "speedup_vs_dense",
     "torch_ms_median", "torch_ms_p10", "torch_ms_p90", "torch_ms_iqr", "torch_samples",
     "ort_ms_median", "ort_ms_p10", "ort_ms_p90", "ort_ms_iqr", "ort_samples", "baseline_errors",
-    "peak_gflops", "peak_source", "tuned_kernels", "kernels", "tuning_trials", "tuning_seconds",
+    "peak_gflops", "peak_source", "kernels_ms", "kernels_gflops", "kernels_efficiency", "database", "tuned_kernels", "kernels", "tuning_trials", "tuning_seconds",
     "compile_seconds", "cell_seconds", "cached", "key",
 )
 KERNEL_COLUMNS = ("model", "method", "rank", "target", "kernel", "flops", "seconds", "gflops",
@@ -82,7 +82,7 @@ def _target_cell(row: dict) -> str:
 def markdown_table(rows: list[dict]) -> str:
     """One line per cell: what a reader compares (the CSV has everything)."""
     header = ("model", "method", "rank", "target", "accuracy", "top-1 vs PyTorch", "conv MMACs", "MAC ×",
-              "params ×", "build KiB", "TVM ms (p10–p90)", "speed-up", "PyTorch ms", "ORT ms", "tuned")
+              "params ×", "build KiB", "TVM ms (p10–p90)", "speed-up", "PyTorch ms", "ORT ms", "kernels % peak", "tuned")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         if row.get("status") != "ok":
@@ -99,7 +99,9 @@ def markdown_table(rows: list[dict]) -> str:
                  _number(row.get("mac_reduction"), 2, "×"), _number(row.get("param_reduction"), 2, "×"),
                  _number(None if row.get("build_bytes") is None else row["build_bytes"] / 1024, 0),
                  spread, _number(row.get("speedup_vs_dense"), 2, "×"), _number(row.get("torch_ms_median")),
-                 _number(row.get("ort_ms_median")), tuned)
+                 _number(row.get("ort_ms_median")),
+                 _number(None if row.get("kernels_efficiency") is None else 100 * row["kernels_efficiency"], 0, "%"),
+                 tuned)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
