@@ -21,6 +21,10 @@ def _cmd_compile(args) -> int:
     if schedules:
         print(f"tuned kernels: {schedules['kernels_from_database']} of {schedules['kernels']} "
               f"from {schedules['database']}")
+    cuda = result.artifact.manifest.get("cuda")
+    if cuda:
+        print(f"CUDA kernels: fatbin for {cuda['arch']} (loads with the TVM runtime alone)"
+              if cuda["kernels"] == "fatbin" else f"CUDA kernels: source; {cuda['note']}")
     if result.verification is not None:
         print(result.verification.summary())
     else:
