@@ -4,10 +4,10 @@ The wheel's CUDA runtime is a separate ``libtvm_runtime_cuda.so`` beside ``libtv
 is loaded on first use here so that a device check does not depend on what was imported before.
 
 The wheel's compiler has no CUDA toolkit linked in: a CUDA build (``{"kind": "cuda"}``) succeeds on
-any machine, but its library carries the kernels as CUDA C source, compiled for the GPU when the
-library is loaded, by TVM's ``tvm_callback_cuda_compile`` (``tvm.support.nvcc``: NVRTC through
-``cuda-bindings``, or ``nvcc``). So a CUDA artifact runs where the apache-tvm package and one of
-those compilers are present, with a GPU and its driver (libcuda.so.1).
+any machine, but leaves the kernels as CUDA C source. `tvm_lowrank.cuda_aot` compiles them to a
+fatbin at export where nvcc exists; a library that still carries source is compiled when loaded, by
+TVM's ``tvm_callback_cuda_compile`` (``tvm.support.nvcc``: NVRTC through ``cuda-bindings``, or
+``nvcc``), which `prepare_cuda_loading` registers.
 """
 
 from __future__ import annotations
