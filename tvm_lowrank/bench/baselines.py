@@ -29,12 +29,12 @@ from .stats import latency_stats, runs_per_sample
 SAMPLE_SECONDS = 0.02  # one timing sample: about this long (at least one run)
 
 
-def _samples(fn, repeat: int) -> list[float]:
-    """Seconds per run: `repeat` samples, each the mean of enough runs to last SAMPLE_SECONDS."""
+def _samples(fn, repeat: int, sample_seconds: float = SAMPLE_SECONDS) -> list[float]:
+    """Seconds per run: `repeat` samples, each the mean of enough runs to last `sample_seconds`."""
     fn()
     start = time.perf_counter()
     fn()
-    number = runs_per_sample(time.perf_counter() - start, SAMPLE_SECONDS)
+    number = runs_per_sample(time.perf_counter() - start, sample_seconds)
     samples = []
     for _ in range(repeat):
         start = time.perf_counter()
@@ -44,18 +44,20 @@ def _samples(fn, repeat: int) -> list[float]:
     return samples
 
 
-def peak_gflops(threads: int, size: int = 1024) -> float:
+def peak_gflops(threads: int, size: int = 512) -> float:
     """GFLOP/s of a float32 matrix product (PyTorch's BLAS): the roofline's ceiling where the
     target file gives no peak_gflops. The better of `threads` threads and `threads` times one
-    thread, each the fastest of 10 samples: on a loaded machine a multi-threaded GEMM stalls
-    whenever one of its threads is descheduled, which is not the CPU's peak."""
+    thread, each the fastest of 50 short samples: on a loaded machine a multi-threaded GEMM stalls
+    whenever one of its threads is descheduled, and only short samples (as short as the kernels'
+    own) find the moments the CPU is free."""
     import torch
 
     a, b = torch.randn(size, size), torch.randn(size, size)
     best = {}
     for count in sorted({1, threads}):
         torch.set_num_threads(count)
-        best[count] = 2 * size ** 3 / min(_samples(lambda: torch.mm(a, b), 10)) / 1e9
+        fastest = min(_samples(lambda: torch.mm(a, b), 50, sample_seconds=0.002))
+        best[count] = 2 * size ** 3 / fastest / 1e9
     torch.set_num_threads(threads)
     return max(best[threads], threads * best[1])
 

@@ -48,41 +48,40 @@ def _label(row) -> str:
     return row["method"] if row["method"] == "dense" else f"{row['method']} {row['rank']}"
 
 
+_ENGINES = (("latency", "TVM", None), ("ort", "ONNX Runtime", "#999999"), ("torch", "PyTorch eager", "#cccccc"))
+
+
 def plot_latency(rows, path: Path, note: str, include_emulated: bool = False) -> None:
-    """Median latency per target (groups) and method/rank (bars), p10–p90 as error bars; PyTorch
-    eager (x) and ONNX Runtime (+) of the same program where they were timed."""
+    """Median latency per target and method/rank, p10–p90 as error bars: TVM's build, and beside
+    it ONNX Runtime and PyTorch eager running the same (low-rank) program where they were timed."""
     plt = _pyplot()
     speed = _speed_rows(rows, include_emulated)
-    models = sorted({row["model"] for row in speed}) or ["-"]
-    fig, axes = plt.subplots(len(models), 1, figsize=(9, 3.6 * len(models)), squeeze=False)
+    models = list(dict.fromkeys(row["model"] for row in speed)) or ["-"]
+    fig, axes = plt.subplots(len(models), 1, figsize=(9, 3.8 * len(models)), squeeze=False)
+    colors = _colors(_methods(speed))
     for ax, model in zip(axes[:, 0], models):
         mine = [row for row in speed if row["model"] == model]
         if not mine:
             _empty(ax, "no latency measured on a real device\n(emulated devices are left out)")
             continue
-        targets = list(dict.fromkeys(row["target"] for row in mine))
-        labels = list(dict.fromkeys(_label(row) for row in sorted(
-            mine, key=lambda r: (_methods(mine).index(r["method"]), r["rank"]))))
-        colors = _colors(labels)
-        width = 0.8 / len(labels)
-        for j, label in enumerate(labels):
-            for i, target in enumerate(targets):
-                row = next((r for r in mine if r["target"] == target and _label(r) == label), None)
-                if row is None:
+        width = 0.8 / len(_ENGINES)
+        labelled = set()
+        for i, row in enumerate(mine):
+            for j, (prefix, engine, color) in enumerate(_ENGINES):
+                median = row.get(f"{prefix}_ms_median")
+                if not median:
                     continue
-                x = i - 0.4 + width * (j + 0.5)
-                median = row["latency_ms_median"]
-                error = [[median - row["latency_ms_p10"]], [row["latency_ms_p90"] - median]]
-                name = label + (" (emulated)" if row.get("emulated") else "")
-                ax.bar(x, median, width, yerr=error, color=colors[label], capsize=2,
-                       label=name if i == 0 or row.get("emulated") else None)
-                for column, marker in (("torch_ms_median", "x"), ("ort_ms_median", "+")):
-                    if row.get(column):
-                        ax.plot(x, row[column], marker, color="black", markersize=8)
-        ax.set_xticks(range(len(targets)))
-        ax.set_xticklabels(targets)
+                error = [[median - row[f"{prefix}_ms_p10"]], [row[f"{prefix}_ms_p90"] - median]]
+                name = engine if color else f"{engine} {row['method']}"
+                label = name if name not in labelled else None
+                labelled.add(name)
+                ax.bar(i - 0.4 + width * (j + 0.5), median, width, yerr=error, capsize=2,
+                       color=color or colors[row["method"]], edgecolor="black", linewidth=0.5, label=label)
+        ax.set_xticks(range(len(mine)))
+        ax.set_xticklabels([f"{_label(row)}\n{row['target']}" + (" (emulated)" if row.get("emulated") else "")
+                            for row in mine], fontsize=8)
         ax.set_ylabel("ms per inference (batch 1)")
-        ax.set_title(f"{model}: TVM latency; x = PyTorch eager, + = ONNX Runtime (same program)")
+        ax.set_title(f"{model}: latency per target and method (median, p10–p90)")
         ax.legend(fontsize=8)
     fig.text(0.01, 0.005, note, fontsize=7)
     fig.tight_layout(rect=(0, 0.02, 1, 1))
