@@ -99,6 +99,19 @@ def _cmd_models(args) -> int:
     return 0
 
 
+def _cmd_train(args) -> int:
+    from .train import MethodOptions, train_model
+
+    options = MethodOptions(rank=args.rank, switch_every=args.switch_every, rank1_terms=args.rank1_terms,
+                            period=args.period, deeptwist_form=args.deeptwist_form,
+                            cp_steps_per_layer=args.cp_steps_per_layer)
+    run = train_model(args.method, model=args.model, epochs=args.epochs, out=args.out, options=options,
+                      train_limit=args.train_limit, test_limit=args.test_limit, seed=args.seed, lr=args.lr,
+                      compile_target=args.compile)
+    print(run.summary())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tvm-lowrank", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -187,6 +200,30 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-kernels", action="store_true", help="no per-kernel roofline timings")
     bench.add_argument("--plot-emulated", action="store_true", help="show emulated devices in the speed plots")
     bench.set_defaults(run=_cmd_bench)
+
+    train = commands.add_parser("train", help="train a low-rank model on Fashion-MNIST by one of the papers' "
+                                              "methods and save it for `compile`")
+    train.add_argument("--method", required=True,
+                       help="atcd, atcd-fixed, tai-scratch (from scratch); tai-finetune, cp-iterative, deeptwist "
+                            "(from the bundled trained model)")
+    train.add_argument("--model", default="vgg-fmnist", help="a bundled model name (`tvm-lowrank models`)")
+    train.add_argument("--epochs", type=float, default=1.0)
+    train.add_argument("--out", default="model.pt2",
+                       help=".pt2 (torch.export, what compile reads) or .pt (pickled module, .pt2 written beside)")
+    train.add_argument("--rank", default="macs:0.25", help="rank policy of tai-*, cp-iterative, deeptwist")
+    train.add_argument("--switch-every", default="1epoch", help="ATCD alternation: e.g. 50steps or 0.5epoch")
+    train.add_argument("--rank1-terms", type=int, default=1, help="ATCD: rank-1 terms per filter")
+    train.add_argument("--period", type=int, default=50, help="DeepTwist: steps between distortions")
+    train.add_argument("--deeptwist-form", default="tai", help="DeepTwist's low-rank form: tai or im2col")
+    train.add_argument("--cp-steps-per-layer", type=int, default=None,
+                       help="cp-iterative: fine-tuning steps after each layer (default: the epochs split evenly)")
+    train.add_argument("--train-limit", type=int, default=None, help="first N training images (default: all)")
+    train.add_argument("--test-limit", type=int, default=None, help="first N test images (default: all)")
+    train.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the method's)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--compile", metavar="TARGET", default=None,
+                       help="also compile and verify the trained model for TARGET (artifact beside --out)")
+    train.set_defaults(run=_cmd_train)
 
     commands.add_parser("targets", help="list the known targets").set_defaults(run=_cmd_targets)
     commands.add_parser("models", help="list the bundled models").set_defaults(run=_cmd_models)

@@ -48,3 +48,8 @@ class OpenCLRuntimeError(LowRankError):
 class TuningDatabaseError(LowRankError):
     """A tuning database (schedules/<target>/) is corrupt, truncated or holds another target's records;
     names the file (and line). The database is left as it is."""
+
+
+class TrainingError(LowRankError, ValueError):
+    """A training method cannot run as asked: unknown method or dataset, a model without the layers
+    the method needs, a malformed schedule or output path; names the method, model or value."""
