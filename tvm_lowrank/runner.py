@@ -8,7 +8,6 @@ where it ran and whether that device stands in for the real one (its timings are
 
 from __future__ import annotations
 
-import platform
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -19,9 +18,8 @@ import numpy as np
 from .artifact import Artifact
 from .boards import EMULATED_LABEL
 from .errors import TargetError
-from .targets import TargetSpec, load_target
+from .targets import TargetSpec, host_arch, load_target
 
-_MACHINE_TO_ARCH = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
 # The TVM device kind that an artifact's kernels run on, by TVM target kind.
 DEVICE_KINDS = {"llvm": "cpu", "opencl": "opencl", "cuda": "cuda"}
 
@@ -72,7 +70,7 @@ def device_kind(target: TargetSpec) -> str:
 def local_unavailable_reason(target: TargetSpec) -> str | None:
     """Why `target`'s code cannot run in this process, or None when it can."""
     kind = device_kind(target)
-    here = _MACHINE_TO_ARCH.get(platform.machine().lower())
+    here = host_arch()
     if target.arch != here:
         return f"target {target.name} is built for {target.arch}, this machine is {here}"
     if target.rpc_key is not None and kind == "cpu":

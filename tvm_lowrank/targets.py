@@ -78,9 +78,14 @@ class TargetSpec:
         """
         if self.tvm_target_config.get("kind") != "llvm" or self.rpc_key is not None:
             return False
-        if _MACHINE_TO_ARCH.get(platform.machine().lower()) != self.arch:
+        if host_arch() != self.arch:
             return False
         return set(self.cpu_flags) <= host_cpu_flags()
+
+
+def host_arch() -> str | None:
+    """This machine's architecture as target files name it ("x86_64", "aarch64"), or None."""
+    return _MACHINE_TO_ARCH.get(platform.machine().lower())
 
 
 @lru_cache(maxsize=1)
