@@ -162,9 +162,19 @@ class RemoteDevice:
             raise FileNotFoundError(f"no exported library at {path}")
         session = self._session()
         with self.guard(f"loading {path.name}"):
-            session.upload(str(path), target=path.name)
-            module = session.load_module(path.name)
             remote_device = session.device(device_kind, 0)
+            if device_kind != "cpu" and not remote_device.exist:
+                raise DeviceError(f"board {self.key!r} ({self.tracker}) has no {device_kind} device for "
+                                  f"{path.name}: its RPC server needs TVM's {device_kind} runtime loaded "
+                                  f"(e.g. `--load-library` our OpenCL runtime) and a device")
+            session.upload(str(path), target=path.name)
+            try:
+                module = session.load_module(path.name)
+            except RuntimeError as exc:  # a board that answers but cannot load it (arch, runtime)
+                if not self.alive():
+                    raise
+                raise DeviceError(f"board {self.key!r} ({self.tracker}) cannot load {path.name}: "
+                                  f"{str(exc).strip().splitlines()[-1]}") from None
             vm = relax.VirtualMachine(module, remote_device)
         model = RemoteModel(self, vm, remote_device, path.name)
         self._models.add(model)

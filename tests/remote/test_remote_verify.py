@@ -2,6 +2,7 @@
 board through the tracker (`verify --rpc`), and its results equal to the x86 build's."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -11,7 +12,8 @@ from tvm_lowrank.api import time_artifact, verify_artifact
 from tvm_lowrank.artifact import REFERENCE_FILE, load_artifact
 from tvm_lowrank.boards import EMULATED_LABEL
 from tvm_lowrank.cli import main
-from tvm_lowrank.errors import TargetError, VerificationError
+from tvm_lowrank.errors import DeviceError, TargetError, VerificationError
+from tvm_lowrank.remote import connect
 from tvm_lowrank.runner import open_artifact
 from tvm_lowrank.targets import load_target
 
@@ -95,3 +97,21 @@ def test_missing_key_exits_2_and_keeps_the_artifact(board, arm_artifact, capsys)
 def test_board_artifact_without_rpc_says_how_to_run_it(arm_artifact):
     with pytest.raises(TargetError, match=r"built for aarch64.*--rpc HOST:PORT --key arm-cortex-a72"):
         verify_artifact(arm_artifact)
+
+
+def test_opencl_build_on_a_board_without_opencl_is_a_device_error(board, tmp_path, capsys):
+    if shutil.which(load_target("mali-g76").cross_compiler) is None:
+        pytest.skip("aarch64-linux-gnu-g++ not installed (run scripts/arm_board.py setup)")
+    mali = compile_tiny("mali-g76", tmp_path / "mali").artifact.path
+    with pytest.raises(DeviceError, match="board 'arm-cortex-a72' .* has no opencl device for model.so"):
+        verify_artifact(mali, rpc=board["tracker"], key=board["key"])
+    assert main(["verify", str(mali), "--rpc", board["tracker"], "--key", board["key"]]) == 2
+    assert "has no opencl device" in capsys.readouterr().err
+
+
+def test_a_library_the_board_cannot_load_is_a_device_error(board, tmp_path):
+    x86 = compile_tiny("x86-avx2", tmp_path / "x86", verify=False).artifact
+    with connect(board["tracker"], key=board["key"]) as device:
+        with pytest.raises(DeviceError, match="board 'arm-cortex-a72' .* cannot load model.so"):
+            device.load(x86.library_path)
+        assert device.alive()
