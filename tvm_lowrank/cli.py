@@ -83,12 +83,12 @@ def _cmd_bench(args) -> int:
 
 
 def _cmd_targets(args) -> int:
+    from .runner import where_it_runs
     from .targets import list_targets, load_target
 
     for name in list_targets():
         spec = load_target(name)
-        host = "runs here" if spec.runs_on_host() else "needs a device or emulator"
-        print(f"{name:16s} {spec.description}  [{host}]")
+        print(f"{name:16s} {spec.description}  [{where_it_runs(spec)}]")
     return 0
 
 

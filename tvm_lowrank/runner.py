@@ -122,6 +122,16 @@ class DeviceTiming:
                 "ran_on": self.placement.to_dict()}
 
 
+def where_it_runs(target: TargetSpec) -> str:
+    """How builds for `target` are run: here, or on a board (and how to reach it), or why not here."""
+    reason = local_unavailable_reason(target)
+    if reason is None:
+        return "runs here"
+    if target.rpc_key is not None:
+        return f"runs on a board: --rpc HOST:PORT --key {target.rpc_key}"
+    return reason
+
+
 class ArtifactRunner:
     """The artifact's library loaded on its device: run or time "main" on numpy inputs."""
 
