@@ -115,3 +115,13 @@ def test_a_library_the_board_cannot_load_is_a_device_error(board, tmp_path):
         with pytest.raises(DeviceError, match="board 'arm-cortex-a72' .* cannot load model.so"):
             device.load(x86.library_path)
         assert device.alive()
+
+
+def test_compile_rpc_failing_on_the_board_keeps_the_previous_artifact(board, arm_artifact, tmp_path):
+    out = tmp_path / "model"
+    previous = compile_tiny("arm-cortex-a72", out, rank=1).artifact.library_path.read_bytes()
+    with pytest.raises(VerificationError, match="top-1 agreement"):  # 1.01 cannot be reached
+        compile_tiny("arm-cortex-a72", out, rpc=board["tracker"], min_top1_agreement=1.01)
+    assert (out / "model.so").read_bytes() == previous
+    failed = load_artifact(out.with_name("model.failed")).manifest["verification"]
+    assert failed["passed"] is False and failed["compiler_exact"] and failed["ran_on"]["where"] == "rpc"
