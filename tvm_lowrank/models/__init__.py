@@ -37,6 +37,11 @@ def mobilenet_fmnist_example() -> tuple[nn.Module, torch.Tensor]:
     return model_example("mobilenet-fmnist")
 
 
+def vgg_fmnist_deeptwist_example() -> tuple[nn.Module, torch.Tensor]:
+    return model_example("vgg-fmnist-deeptwist")
+
+
 __all__ = ["CHECKPOINT_DIR", "checkpoint_path", "create_model", "evaluate_accuracy", "has_weights", "list_models",
            "mobilenet_fmnist_example", "model_example", "model_input_shape", "predict",
-           "register_model", "resnet_fmnist_example", "train_classifier", "vgg_fmnist_example"]
+           "register_model", "resnet_fmnist_example", "train_classifier", "vgg_fmnist_deeptwist_example",
+           "vgg_fmnist_example"]
