@@ -151,13 +151,14 @@ def plot_roofline(kernels, path: Path, note: str) -> None:
         _empty(ax, "no kernel timed (per-kernel times are taken on host CPU targets)")
     else:
         groups = list(dict.fromkeys((k["model"], k["target"], k["method"], k["rank"]) for k in points))
-        colors = _colors([f"{g[2]} {g[3]}" for g in groups])
+        colors = _colors(_methods(points))  # as in the other plots: colour by method, marker by model
         markers = dict(zip(dict.fromkeys(g[0] for g in groups), "osD^v<>p*"))
         for group in groups:
+            model, target, method, rank = group
             mine = [k for k in points if (k["model"], k["target"], k["method"], k["rank"]) == group]
-            ax.scatter([k["flops"] / 1e6 for k in mine], [k["gflops"] for k in mine],
-                       color=colors[f"{group[2]} {group[3]}"], marker=markers[group[0]], s=30,
-                       label=f"{group[0]} {group[2]} {group[3] if group[2] != 'dense' else ''} on {group[1]}")
+            ax.scatter([k["flops"] / 1e6 for k in mine], [k["gflops"] for k in mine], color=colors[method],
+                       marker=markers[model], s=30, alpha=0.8,
+                       label=f"{model} {_label(mine[0])} on {target}")
         for peak in sorted({k["peak_gflops"] for k in points}):
             ax.axhline(peak, color="gray", linestyle="--")
             ax.text(min(k["flops"] for k in points) / 1e6, peak,
