@@ -33,7 +33,7 @@ class BenchResult:
     def summary(self) -> str:
         ok = len(self.rows) - len(self.failed)
         text = (f"{len(self.rows)} cells: {ok} ok ({self.measured} measured now, "
-                f"{len(self.rows) - self.measured} from the cache), {len(self.failed)} failed")
+                f"{ok - self.measured} from the cache), {len(self.failed)} failed")
         for row in self.failed:
             text += f"\n  FAILED {row['model']} {row['method']} {row['rank']} {row['target']}: {row['error']}"
         return text
