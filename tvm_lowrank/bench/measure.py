@@ -146,6 +146,21 @@ def _host_extras(prepared, artifact, target, x: np.ndarray, settings: BenchSetti
     return row, kernel_rows
 
 
+def _check_board(target, tracker: str | None, why_not_here: str) -> None:
+    """Fail before compiling when no board can run the cell (a build takes seconds to minutes)."""
+    from ..errors import DeviceError
+    from ..remote import board_keys, tracker_summary
+
+    key = target.rpc_key or target.name
+    if tracker is None:
+        raise DeviceError(f"target {target.name} does not run here ({why_not_here}); "
+                          f"give --tracker HOST:PORT with a board registered as {key!r}")
+    keys = board_keys(tracker_summary(tracker))
+    if key not in keys:
+        raise DeviceError(f"no board with key {key!r} on the RPC tracker at {tracker} (it has "
+                          f"{', '.join(sorted(keys)) or 'none'})")
+
+
 def measure_cell(cell: Cell, model: ModelSpec, settings: BenchSettings, artifact_dir: Path,
                  peaks: dict) -> tuple[dict, list]:
     """The cell's result row and its kernel rows (host CPU targets only). `peaks` caches each
@@ -156,11 +171,8 @@ def measure_cell(cell: Cell, model: ModelSpec, settings: BenchSettings, artifact
 
     target = load_target(cell.target)
     local = local_unavailable_reason(target) is None
-    if not local and settings.tracker is None:
-        from ..errors import DeviceError
-
-        raise DeviceError(f"target {target.name} does not run here ({local_unavailable_reason(target)}); "
-                          f"give --tracker HOST:PORT with a board registered as {target.rpc_key!r}")
+    if not local:
+        _check_board(target, settings.tracker, local_unavailable_reason(target))
     database = database_dir(settings, target)
     rank = "energy:0.95" if cell.method == DENSE else cell.rank
     model_arg, example = model.load()
