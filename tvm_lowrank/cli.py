@@ -41,7 +41,7 @@ def _cmd_tune(args) -> int:
             args.model, target=args.target, method=args.method, rank=args.rank, rank_file=args.rank_file,
             database_dir=args.database, trials=args.trials, min_trials_per_task=args.min_trials_per_task,
             seed_schedules=not args.no_seed, spread=not args.no_spread, rpc=args.rpc, key=args.key,
-            num_cores=args.num_cores, random_seed=args.seed,
+            num_cores=args.num_cores, random_seed=args.seed, confirm_top=args.confirm_top,
         )
     except KeyboardInterrupt:  # tune_model said what is kept; no traceback
         return 130
@@ -157,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--no-spread", action="store_true",
                       help="let MetaSchedule's gradient scheduler split the trials instead")
     tune.add_argument("--seed", type=int, default=None, help="random seed of the search")
+    tune.add_argument("--confirm-top", type=int, default=2,
+                      help="best schedules of each task measured again with ours after its search (0: none)")
     tune.set_defaults(run=_cmd_tune)
 
     verify = commands.add_parser("verify", help="re-run the accuracy checks of an artifact")

@@ -20,7 +20,10 @@ How this differs from ``ms.relax_integration.tune_relax``:
   already has counts against its budget, so an interrupted run loses nothing and a rerun measures
   only what is missing (nothing, once done).
 - Measurement. A candidate's time is the fastest of 5 repeats (`_fastest_repeat`), not their
-  mean: on a shared machine the mean kept slower schedules over faster ones.
+  mean: on a shared machine the mean kept slower schedules over faster ones. After a task's
+  search, its best records and its seed are measured again (`confirm_top`) and the new times
+  committed: one measurement caught by a load spike would otherwise rank a schedule for good
+  (seen here: a seed timed at 14 ms instead of 0.3 ms lost to a slower searched schedule).
 - Speed. MetaSchedule's LocalBuilder starts fresh worker processes for every batch, and each
   imports all of TVM's tensor intrinsics (CUDA's included: over a minute on a busy 2-core machine);
   the builder here keeps its workers and registers only the target's CPU intrinsics.
@@ -59,6 +62,7 @@ MIN_TRIALS_PER_TASK = 8
 BUILD_TIMEOUT_S = 120.0  # TVM's 30 s fails whole batches on a loaded machine, with no message
 WARMUP_SAMPLES = 16  # XGB ranks candidates only after this many measurements (TVM default: 100)
 BATCH_SIZE = 16
+CONFIRM_TOP = 2  # best records re-measured with the seed after each task's search
 POPULATION_SIZE = 512  # the evolutionary search's population (TVM's default); its cost is per batch
 REPEATS, MIN_REPEAT_MS = 5, 40  # a candidate's time: the fastest of 5 repeats of >= 40 ms each
 BOARD_CORES = 4  # num-cores of an RPC board when not given (the usual quad-core Cortex-A cluster)
@@ -167,8 +171,10 @@ class TaskReport:
 
     `calls`: how often the model calls it; `budget`: the records it may have in the database
     (measured by earlier runs included); `existing`: records it had before this run; `measured`:
-    measurements this run made (seed included); `seed_seconds`: our default schedule (None: no
-    rule applies); `best_seconds`: the database's best after the run (None: no valid record).
+    measurements this run made (seed included); `confirmed`: re-measurements of the best schedules
+    after the search (`_confirm_best`, not counted in the budget); `seed_seconds`: our default
+    schedule (None: no rule applies); `seed_key`: its trace; `best_seconds`: the database's best
+    after the run (None: no valid record).
     """
 
     name: str
@@ -178,7 +184,9 @@ class TaskReport:
     budget: int = 0
     existing: int = 0
     measured: int = 0
+    confirmed: int = 0
     seed_seconds: float | None = None
+    seed_key: str | None = field(default=None, repr=False)
     best_seconds: float | None = None
 
 
@@ -214,7 +222,9 @@ class TuneResult:
         lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
                  for row in rows]
         total, seeds = self.estimated_seconds(), self.estimated_seconds(seeds=True)
-        lines.append(f"{self.measured} measurements in {self.seconds:.0f} s into {self.database_dir}"
+        confirmed = sum(task.confirmed for task in self.tasks)
+        lines.append(f"{self.measured} measurements" + (f" (+{confirmed} re-measured best)" if confirmed else "")
+                     + f" in {self.seconds:.0f} s into {self.database_dir}"
                      + (f"; kernels {_ms(seeds)} -> {_ms(total)} ms per inference" if total and seeds else "")
                      + (" (interrupted)" if self.interrupted else ""))
         return "\n".join(lines)
@@ -396,7 +406,7 @@ def _runner(target: TargetSpec, tvm_target, rpc: str | None, key: str | None, ti
 def _measure_seed(task: TaskReport, sch, builder, runner, database, tvm_target, args_info) -> None:
     """Measure `sch` (the task's seed) unless the database has it, and commit it."""
     workload = database.commit_workload(task.workload)
-    key = _trace_key(sch.trace)
+    key = task.seed_key = _trace_key(sch.trace)
     for record in database.get_top_k(workload, 1 << 30):
         if _trace_key(record.trace) == key:
             task.seed_seconds = _valid(record.run_secs)
@@ -409,6 +419,40 @@ def _measure_seed(task: TaskReport, sch, builder, runner, database, tvm_target, 
     database.commit_tuning_record(ms.database.TuningRecord(sch.trace, workload, seconds, tvm_target, args_info))
     task.measured += 1
     task.seed_seconds = _valid(seconds)
+
+
+def _confirm_best(task: TaskReport, database, builder, runner, tvm_target, top: int) -> int:
+    """Measure the task's `top` best schedules and its seed again, back to back, and commit the
+    new times; returns how many were measured.
+
+    The database applies the record with the lowest time, and a schedule cannot run faster than
+    the machine allows, so a fresh record corrects an overestimated schedule (a slow outlier) and
+    a genuinely fast one keeps its place.
+    """
+    if top <= 0 or not database.has_workload(task.workload):
+        return 0
+    workload = database.commit_workload(task.workload)
+    records = [r for r in database.get_top_k(workload, 1 << 30) if _valid(r.run_secs) is not None]
+    chosen, keys = [], set()
+    seeds = [r for r in records if task.seed_key is not None and _trace_key(r.trace) == task.seed_key]
+    for record in records[:top] + seeds[:1]:
+        key = _trace_key(record.trace)
+        if key not in keys:
+            keys.add(key)
+            chosen.append(record)
+    if len(chosen) < 2:  # one schedule only: nothing to rank
+        return 0
+    candidates = [record.as_measure_candidate() for record in chosen]
+    built = builder.build([BuilderInput(c.sch.mod, tvm_target) for c in candidates])
+    inputs = [(record, ms.runner.RunnerInput(b.artifact_path, _device_type(tvm_target), c.args_info))
+              for record, c, b in zip(chosen, candidates, built) if b.error_msg is None]
+    futures = runner.run([runner_input for _, runner_input in inputs])
+    for (record, _), future in zip(inputs, futures):
+        result = future.result()
+        if result.error_msg is None and result.run_secs:
+            database.commit_tuning_record(ms.database.TuningRecord(
+                record.trace, workload, list(result.run_secs), tvm_target, record.args_info))
+    return len(inputs)
 
 
 def _existing_records(task: TaskReport, database) -> tuple[int, float | None]:
@@ -439,7 +483,8 @@ def tune_module(mod: tvm.IRModule, target: str | TargetSpec, database_dir: str |
                 key: str | None = None, num_cores: int | None = None, builder_workers: int | None = None,
                 batch_size: int = BATCH_SIZE, warmup_samples: int = WARMUP_SAMPLES,
                 population_size: int = POPULATION_SIZE, timeout_sec: float = BUILD_TIMEOUT_S,
-                random_seed: int | None = None, progress: Callable[[str], None] | None = print,
+                random_seed: int | None = None, confirm_top: int = CONFIRM_TOP,
+                progress: Callable[[str], None] | None = print,
                 measure_callbacks: Sequence = ()) -> TuneResult:
     """Tune the kernels of `mod` (a Relax module, after our rewrite pass) into `database_dir`.
 
@@ -449,7 +494,8 @@ def tune_module(mod: tvm.IRModule, target: str | TargetSpec, database_dir: str |
     TVM's gradient task scheduler instead). `rpc` ("HOST:PORT" of a tracker) and `key` (default: the
     target's rpc_key) measure on a board; without them the target must run here. `batch_size`
     candidates are built and measured at a time; `population_size`, `warmup_samples`: of the
-    evolutionary search and of the XGBoost cost model (shared by the tasks). `progress`
+    evolutionary search and of the XGBoost cost model (shared by the tasks). `confirm_top`: best
+    schedules measured again with the seed after each task's search (0: none). `progress`
     receives one line per measured batch; `measure_callbacks` (MetaSchedule MeasureCallbacks) run
     after each batch is committed to the database.
     """
@@ -469,9 +515,9 @@ def tune_module(mod: tvm.IRModule, target: str | TargetSpec, database_dir: str |
         builder = PooledBuilder(max_workers=builder_workers, timeout_sec=timeout_sec,
                                 cross_compiler=target.cross_compiler)
         try:
-            _tune_tasks(tasks, database, builder, runner, tvm_target, trials, min_trials_per_task,
-                        seed_schedules, spread, batch_size, warmup_samples, population_size, random_seed,
-                        progress, list(measure_callbacks))
+            search = _Search(trials, min_trials_per_task, seed_schedules, spread, batch_size,
+                             warmup_samples, population_size, random_seed, confirm_top)
+            _tune_tasks(tasks, database, builder, runner, tvm_target, search, progress, list(measure_callbacks))
         except BaseException:
             result.interrupted = True
             if progress is not None:
@@ -486,11 +532,26 @@ def tune_module(mod: tvm.IRModule, target: str | TargetSpec, database_dir: str |
     return result
 
 
-def _tune_tasks(tasks, database, builder, runner, tvm_target, trials, min_trials_per_task, seed_schedules,
-                spread, batch_size, warmup_samples, population_size, random_seed, progress,
-                measure_callbacks) -> None:
+@dataclass(frozen=True)
+class _Search:
+    """tune_module's search options, as its docstring says."""
+
+    trials: int | None
+    min_trials_per_task: int
+    seed_schedules: bool
+    spread: bool
+    batch_size: int
+    warmup_samples: int
+    population_size: int
+    random_seed: int | None
+    confirm_top: int
+
+
+def _tune_tasks(tasks, database, builder, runner, tvm_target, search: _Search, progress, measure_callbacks) -> None:
+    trials, min_trials_per_task, spread, batch_size = (search.trials, search.min_trials_per_task, search.spread,
+                                                       search.batch_size)
     for task in tasks:
-        if seed_schedules and (sch := seed_schedule(task.workload, tvm_target)) is not None:
+        if search.seed_schedules and (sch := seed_schedule(task.workload, tvm_target)) is not None:
             args_info = ms.arg_info.ArgInfo.from_prim_func(task.workload["main"])
             _measure_seed(task, sch, builder, runner, database, tvm_target, args_info)
         task.existing, task.best_seconds = _existing_records(task, database)
@@ -500,16 +561,17 @@ def _tune_tasks(tasks, database, builder, runner, tvm_target, trials, min_trials
     for task, budget in zip(tasks, budgets):
         task.budget = budget
     cores = int(tvm_target.attrs.get("num-cores", os.cpu_count() or 1))
-    cost_model = ms.cost_model.XGBModel(num_warmup_samples=warmup_samples, num_tuning_cores=cores)
-    seeds = ms.utils.fork_seed(random_seed, n=len(tasks)) if random_seed is not None else [-1] * len(tasks)
+    cost_model = ms.cost_model.XGBModel(num_warmup_samples=search.warmup_samples, num_tuning_cores=cores)
+    seeds = (ms.utils.fork_seed(search.random_seed, n=len(tasks)) if search.random_seed is not None
+             else [-1] * len(tasks))
     tracker = _Progress(progress)
     callbacks = ms.measure_callback.MeasureCallback.create("default") + [tracker] + measure_callbacks
 
     def context(task: TaskReport, rand_state: int) -> ms.TuneContext:
-        search = ms.search_strategy.EvolutionarySearch(population_size=population_size,
-                                                       init_min_unmeasured=min(50, population_size))
+        strategy = ms.search_strategy.EvolutionarySearch(population_size=search.population_size,
+                                                         init_min_unmeasured=min(50, search.population_size))
         return ms.TuneContext(mod=task.workload, target=tvm_target, space_generator="post-order-apply",
-                              search_strategy=search, task_name=task.name,
+                              search_strategy=strategy, task_name=task.name,
                               rand_state=rand_state, num_threads=cores).clone()
 
     def run(selected: list[TaskReport], rand_states, remaining: int, per_task: int, scheduler: str,
@@ -539,6 +601,7 @@ def _tune_tasks(tasks, database, builder, runner, tvm_target, trials, min_trials
             continue
         tracker.labels = [label]
         run([task], [rand_state], remaining, remaining, "round-robin", _even_batch(remaining, batch_size))
+        task.confirmed = _confirm_best(task, database, builder, runner, tvm_target, search.confirm_top)
 
 
 def tune_model(model, target: str = "x86-avx2", method: str = "tai", rank="energy:0.95", rank_file=None,

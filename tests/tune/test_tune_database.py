@@ -33,7 +33,8 @@ def test_every_task_has_its_budget_of_records(tuned):
     assert len(tasks) == 2
     assert sum(task.budget for task in tasks) == TRIALS
     info = check_database(tuned.database, tuned.target)
-    assert info.workloads == 2 and sorted(info.records_per_workload) == sorted(t.budget for t in tasks)
+    assert info.workloads == 2
+    assert sorted(info.records_per_workload) == sorted(t.budget + t.confirmed for t in tasks)
     for task in tasks:
         assert task.measured == task.budget  # the seed and the search, all measured this run
         assert task.seed_seconds is not None and task.best_seconds <= task.seed_seconds
@@ -121,8 +122,35 @@ def test_interrupted_run_keeps_its_records_and_a_rerun_measures_only_the_rest(tu
     assert kept == 2 + 2  # both seeds, then the first batch of the search
     resumed = tune_module(tuned.mod, tuned.target, database, **options)
     assert resumed.measured == TRIALS - kept
-    assert check_database(database, tuned.target).records == TRIALS
+    assert check_database(database, tuned.target).records == TRIALS + sum(t.confirmed for t in resumed.tasks)
     assert sum(task.existing for task in resumed.tasks) == kept
+
+
+def test_a_seed_timed_in_a_load_spike_is_measured_again_after_the_search(tuned, tmp_path):
+    database = tmp_path / "db"
+    seeds_only = tune_module(tuned.mod, tuned.target, database, trials=2, min_trials_per_task=1,
+                             progress=None, **FAST)
+    assert [task.confirmed for task in seeds_only.tasks] == [0, 0]  # no search, nothing to confirm
+    path = database / RECORD_FILE
+    spiked = []
+    for line in path.read_text().splitlines():  # every seed timed at 1 s, as under a load spike
+        workload, (trace, _, target, args_info) = json.loads(line)
+        spiked.append(json.dumps([workload, [trace, [1.0], target, args_info]]))
+    path.write_text("\n".join(spiked) + "\n")
+    result = tune_module(tuned.mod, tuned.target, database, trials=TRIALS, min_trials_per_task=3,
+                         progress=None, **FAST)
+    ours = compile_pipeline(tuned.target)(tuned.mod)
+    records = ms.database.JSONDatabase(work_dir=str(database))
+    for task, report in zip(extract_tuning_tasks(tuned.mod, tuned.target), result.tasks):
+        assert report.confirmed >= 2
+        workload = records.commit_workload(task.dispatched[0])
+        seed_times = []
+        for record in records.get_top_k(workload, 100):
+            candidate = s_tir.Schedule(task.dispatched[0])
+            record.trace.apply_to_schedule(candidate, remove_postproc=False)
+            if _same_schedule(candidate.mod["main"], ours[task.task_name]):
+                seed_times.append(float(np.mean([float(t) for t in record.run_secs])))
+        assert 1.0 in seed_times and min(seed_times) < 0.1, seed_times  # timed again, for real
 
 
 def _truncate(database):
