@@ -2,7 +2,8 @@
 
     python scripts/bench_x86.py [--models vgg-fmnist resnet18] [--sizes 32 224] [--method tai]
                                 [--rank macs:0.25] [--trials-per-task 8] [--threads 2]
-                                [--out reports/bench-x86]
+                                [--out reports/bench-x86] [--tune-only-all]
+    python scripts/bench_x86.py --cells vgg-fmnist:32 resnet18:224 ...   (chosen pairs only)
 
 For every model and input size, side by side in one process, batch 1, `--threads` threads:
 PyTorch eager dense and low-rank (the program with the chains our pass chose), ONNX Runtime dense
@@ -48,6 +49,9 @@ def parse_args(argv=None):
     parser.add_argument("--target", default=None, help="default: x86-avx512 where this CPU has it, else x86-avx2")
     parser.add_argument("--rounds", type=int, default=15, help="interleaved timing rounds per column")
     parser.add_argument("--budget", type=float, default=0.05, help="seconds of runs per column per round")
+    parser.add_argument("--cells", nargs="+", metavar="MODEL:SIZE",
+                        help="(model, input size) pairs to run instead of every --models x --sizes")
+    parser.add_argument("--tune-only-all", action="store_true", help="tune what is missing, time nothing")
     parser.add_argument("--out", type=Path, default=REPO / "reports" / "bench-x86")
     parser.add_argument("--tune-only", nargs=4, metavar=("MODEL", "SIZE", "METHOD", "DB"),
                         help=argparse.SUPPRESS)  # the tuning subprocess
@@ -260,11 +264,14 @@ def main(argv=None) -> int:
         return tune_one(args)
     args.out.mkdir(parents=True, exist_ok=True)
     target = host_target(args.target)
-    builds = [(m, s, k) for m in args.models for s in args.sizes for k in ("dense", args.method)]
-    tuning = tune_all(args, builds)
+    pairs = ([(cell.rpartition(":")[0], int(cell.rpartition(":")[2])) for cell in args.cells] if args.cells
+             else [(m, s) for m in args.models for s in args.sizes])
+    tuning = tune_all(args, [(m, s, k) for m, s in pairs for k in ("dense", args.method)])
+    if args.tune_only_all:
+        return 0
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
-    cells = [Cell(m, s, args) for m in args.models for s in args.sizes]
+    cells = [Cell(m, s, args) for m, s in pairs]
     time_torch(cells, args)
     time_ort(cells, args)
     time_tvm(cells, args, target)
