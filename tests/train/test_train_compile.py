@@ -56,7 +56,6 @@ def test_cli_train_rejects_bad_input(argv, message, capsys, tmp_path, monkeypatc
     assert not list(tmp_path.iterdir())  # nothing written
 
 
-@pytest.mark.slow
 def test_cli_train_then_compile(tmp_path, capsys):
     out = tmp_path / "resnet.pt2"
     assert main(["train", "--method", "tai-finetune", "--model", "resnet-fmnist", "--train-limit", "512",
