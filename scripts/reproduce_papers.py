@@ -34,8 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from tvm_lowrank.models._fmnist import MobileNetFashion, ResNetFashion, VGGFashion  # noqa: E402
 from tvm_lowrank.train import (FROM_SCRATCH, MethodOptions, TrainSettings, compile_trained,  # noqa: E402
                                load_dataset, run_method, train_dense)
-
-SCRATCH_LR, FINETUNE_LR = 3e-3, 1e-3
+from tvm_lowrank.train.runner import FINETUNE_LR, SCRATCH_LR  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -201,7 +200,8 @@ def _table(rows) -> list[str]:
     for row in rows:
         latency = "" if row.latency_ms is None else f"{row.latency_ms:.3f} / {row.latency_median_ms:.3f}"
         lines.append(f"| {row.method} | {row.model} | {row.rank} | {row.accuracy:.4f} | "
-                     f"{(row.accuracy - row.dense_accuracy) * 100:+.2f} | {row.mac_factor:.2f} | {row.param_factor:.2f} | "
+                     f"{(row.accuracy - row.dense_accuracy) * 100:+.2f} | {row.mac_factor:.2f} | "
+                     f"{row.param_factor:.2f} | "
                      f"{latency} | {row.train_seconds:.0f} |")
     return lines
 

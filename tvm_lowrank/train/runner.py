@@ -8,7 +8,6 @@ torch.export and compiles with the pass recognising its chains (`compile_trained
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -18,7 +17,9 @@ from torch import nn
 
 from ..decompose import PerLayerRank, parse_rank_policy
 from ..errors import TrainingError
-from ._loop import BatchStream, Dataset, TrainedModel, TrainSettings, finish, load_dataset, train_steps
+from ..models.training import evaluate_accuracy
+from ._loop import (BatchStream, Dataset, TrainedModel, TrainSettings, finish, load_dataset, model_cost,
+                    train_steps)
 from .atcd import AlternationSchedule, to_rank1, train_atcd
 from .cp_iterative import train_cp_iterative
 from .deeptwist import APPROXIMATIONS, train_deeptwist
@@ -165,12 +166,13 @@ def train_model(method: str, model: str = "vgg-fmnist", epochs: float = 1.0, out
     settings = TrainSettings(epochs, batch_size, lr or (SCRATCH_LR if method in FROM_SCRATCH else FINETUNE_LR), seed)
     trained = None if method in FROM_SCRATCH else create_model(model, pretrained=True)
     result = run_method(method, lambda: create_model(model, pretrained=False), data, settings, options, trained)
-    dense = finish("dense", copy.deepcopy(trained or create_model(model, pretrained=False)), data)
+    dense_cost = model_cost(trained or create_model(model, pretrained=False), data.example)
+    dense_accuracy = None if trained is None else evaluate_accuracy(trained, data.test_images, data.test_labels)
     files = export_trained(result.model, data.example, out)
     compiled = None
     if compile_target is not None:
         compiled = compile_trained(result.model, data.example, Path(out).with_suffix(""), compile_target)
-    return TrainRun(result, dense.accuracy if trained is not None else None, dense.cost, files, compiled)
+    return TrainRun(result, dense_accuracy, dense_cost, files, compiled)
 
 
 __all__ = ["FROM_SCRATCH", "FROM_TRAINED", "METHODS", "MethodOptions", "TrainRun", "check_method",
