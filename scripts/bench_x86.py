@@ -13,9 +13,12 @@ budget spread over tasks: `tvm_lowrank.tune`) runs first, each build in its own 
 `OUT/db/<model>-<size>-<method>/`; a database already there is reused (rerunning costs nothing),
 so its tuning time and trials are those recorded when it was made.
 
-Timing: PyTorch and ONNX Runtime are timed before TVM's thread pool exists (with both pools alive,
-2-thread PyTorch slows by an order of magnitude); each column is measured in interleaved rounds so
-a change of machine load hits the variants alike; medians are reported with the load average.
+Timing: PyTorch and ONNX Runtime are timed in a child process, which also computes the reference
+outputs, and TVM in this one, which never runs PyTorch: in one process, whichever thread pool starts
+second is slowed by the first (measured: a 0.29 ms TVM build takes 62 ms once 2-thread PyTorch has
+run, and 2-thread PyTorch slows by an order of magnitude beside TVM's pool). Each column is measured
+in interleaved rounds so a change of machine load hits the variants alike; medians are reported
+with the load average.
 Writes OUT/bench-x86.json (every sample's median, p10, p90) and OUT/bench-x86.md (the table).
 """
 
@@ -29,6 +32,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -55,6 +60,8 @@ def parse_args(argv=None):
     parser.add_argument("--out", type=Path, default=REPO / "reports" / "bench-x86")
     parser.add_argument("--tune-only", nargs=4, metavar=("MODEL", "SIZE", "METHOD", "DB"),
                         help=argparse.SUPPRESS)  # the tuning subprocess
+    parser.add_argument("--baselines-only", type=Path, metavar="NPZ",
+                        help=argparse.SUPPRESS)  # the PyTorch/ORT subprocess
     return parser.parse_args(argv)
 
 
@@ -120,8 +127,6 @@ class Cell:
     """One (model, size): its two programs, Relax modules, MACs, and timings per column."""
 
     def __init__(self, model_name: str, size: int, args):
-        import numpy as np
-
         from tvm_lowrank.reference import _decomposed_by_key, _torch_lowrank
         from tvm_lowrank.report import rows_from_records, totals
 
@@ -135,17 +140,25 @@ class Cell:
                      "low-rank": totals(rows_from_records(records))["conv_macs_after"]}
         self.samples: dict[str, list[float]] = {}
         self.errors: dict[str, float] = {}
+        self.outputs: dict = {}  # kind -> PyTorch output
 
-    def expected(self, kind: str):
+    @property
+    def key(self) -> str:
+        return f"{self.model}-{self.size}"
+
+    def run_programs(self) -> None:
+        """The PyTorch outputs every build is checked against (in the baselines process only)."""
         import torch
 
         with torch.no_grad():
-            return self.programs[kind](torch.from_numpy(self.x)).numpy()
+            self.outputs = {kind: program(torch.from_numpy(self.x)).numpy()
+                            for kind, program in self.programs.items()}
+
+    def expected(self, kind: str):
+        return self.outputs[kind]
 
     def check(self, column: str, output) -> None:
         """Record the output's largest error against PyTorch's program of the same kind."""
-        import numpy as np
-
         expected = self.expected("dense" if "dense" in column else "low-rank")
         self.errors[column] = float(np.abs(np.asarray(output) - expected).max() / max(np.abs(expected).max(), 1e-30))
 
@@ -210,8 +223,6 @@ def time_tvm(cells, args, target) -> None:
 
 
 def summarize(cells, tuning, args, target, load) -> dict:
-    import numpy as np
-
     rows = []
     for cell in cells:
         ms = {c: float(np.median(cell.samples[c])) * 1e3 for c in COLUMNS}
@@ -257,23 +268,63 @@ def markdown(summary) -> str:
     return "\n".join(lines)
 
 
+def baselines_only(args, pairs) -> int:
+    """Subprocess body: PyTorch outputs and PyTorch/ORT timings of every cell, into one .npz."""
+    cells = [Cell(m, s, args) for m, s in pairs]
+    for cell in cells:
+        cell.run_programs()
+    time_torch(cells, args)
+    time_ort(cells, args)
+    arrays = {}
+    for cell in cells:
+        arrays.update({f"{cell.key}/output/{kind}": out for kind, out in cell.outputs.items()})
+        arrays.update({f"{cell.key}/samples/{column}": np.asarray(v) for column, v in cell.samples.items()})
+        arrays.update({f"{cell.key}/error/{column}": np.asarray(v) for column, v in cell.errors.items()})
+    np.savez(args.baselines_only, **arrays)
+    return 0
+
+
+def run_baselines(args, cells) -> None:
+    """PyTorch and ORT in a child process (see the module docstring); their results into `cells`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "baselines.npz"
+        command = [sys.executable, __file__, "--baselines-only", str(path), "--rank", args.rank,
+                   "--method", args.method, "--threads", str(args.threads), "--rounds", str(args.rounds),
+                   "--budget", str(args.budget), "--cells"] + [f"{cell.model}:{cell.size}" for cell in cells]
+        subprocess.run(command, check=True)
+        with np.load(path) as stored:
+            for cell in cells:
+                for name in stored.files:
+                    key, _, rest = name.partition("/")
+                    if key != cell.key:
+                        continue
+                    part, _, label = rest.partition("/")
+                    if part == "output":
+                        cell.outputs[label] = stored[name]
+                    elif part == "samples":
+                        cell.samples[label] = stored[name].tolist()
+                    else:
+                        cell.errors[label] = float(stored[name])
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     os.environ["TVM_NUM_THREADS"] = str(args.threads)  # read when TVM's thread pool starts
     if args.tune_only:
         return tune_one(args)
     args.out.mkdir(parents=True, exist_ok=True)
-    target = host_target(args.target)
     pairs = ([(cell.rpartition(":")[0], int(cell.rpartition(":")[2])) for cell in args.cells] if args.cells
              else [(m, s) for m in args.models for s in args.sizes])
-    tuning = tune_all(args, [(m, s, k) for m, s in pairs for k in ("dense", args.method)])
+    if args.baselines_only:
+        return baselines_only(args, pairs)
+    target = host_target(args.target)
+    tuning = tune_all(args, [(m, s, k) for m, s in pairs for k in (args.method, "dense")])
     if args.tune_only_all:
         return 0
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
     cells = [Cell(m, s, args) for m, s in pairs]
-    time_torch(cells, args)
-    time_ort(cells, args)
+    run_baselines(args, cells)
     time_tvm(cells, args, target)
     summary = summarize(cells, tuning, args, target, (load_before, os.getloadavg()[0]))
     (args.out / "bench-x86.json").write_text(json.dumps(summary, indent=1))
