@@ -403,6 +403,20 @@ def _runner(target: TargetSpec, tvm_target, rpc: str | None, key: str | None, ti
                                f_run_evaluator=_fastest_repeat_remote)
 
 
+def _measure(mods, args_info, builder, runner, tvm_target) -> list[list[float] | None]:
+    """Build and time each schedule's module in one batch: its run seconds, [] where the run failed,
+    None where the build failed (nothing was measured)."""
+    built = builder.build([BuilderInput(mod, tvm_target) for mod in mods])
+    ok = [i for i, result in enumerate(built) if result.error_msg is None]
+    futures = runner.run([ms.runner.RunnerInput(built[i].artifact_path, _device_type(tvm_target), args_info[i])
+                          for i in ok])
+    seconds: list[list[float] | None] = [None] * len(mods)
+    for i, future in zip(ok, futures):
+        result = future.result()
+        seconds[i] = list(result.run_secs) if result.error_msg is None and result.run_secs else []
+    return seconds
+
+
 def _measure_seed(task: TaskReport, sch, builder, runner, database, tvm_target, args_info) -> None:
     """Measure `sch` (the task's seed) unless the database has it, and commit it."""
     workload = database.commit_workload(task.workload)
@@ -411,11 +425,10 @@ def _measure_seed(task: TaskReport, sch, builder, runner, database, tvm_target, 
         if _trace_key(record.trace) == key:
             task.seed_seconds = _valid(record.run_secs)
             return
-    built = builder.build([BuilderInput(sch.mod, tvm_target)])[0]
-    if built.error_msg is not None:
+    seconds = _measure([sch.mod], [args_info], builder, runner, tvm_target)[0]
+    if seconds is None:
         return
-    result = runner.run([ms.runner.RunnerInput(built.artifact_path, _device_type(tvm_target), args_info)])[0].result()
-    seconds = list(result.run_secs) if result.error_msg is None and result.run_secs else [1e10]
+    seconds = seconds or [1e10]  # a failed run is recorded, so it is not measured again
     database.commit_tuning_record(ms.database.TuningRecord(sch.trace, workload, seconds, tvm_target, args_info))
     task.measured += 1
     task.seed_seconds = _valid(seconds)
@@ -432,27 +445,24 @@ def _confirm_best(task: TaskReport, database, builder, runner, tvm_target, top: 
     if top <= 0 or not database.has_workload(task.workload):
         return 0
     workload = database.commit_workload(task.workload)
-    records = [r for r in database.get_top_k(workload, 1 << 30) if _valid(r.run_secs) is not None]
-    chosen, keys = [], set()
-    seeds = [r for r in records if task.seed_key is not None and _trace_key(r.trace) == task.seed_key]
-    for record in records[:top] + seeds[:1]:
-        key = _trace_key(record.trace)
-        if key not in keys:
-            keys.add(key)
-            chosen.append(record)
-    if len(chosen) < 2:  # one schedule only: nothing to rank
+    best_per_schedule = {}  # trace key -> its best record, best schedules first
+    for record in database.get_top_k(workload, 1 << 30):
+        if _valid(record.run_secs) is not None:
+            best_per_schedule.setdefault(_trace_key(record.trace), record)
+    keys = list(best_per_schedule)[:top]
+    if task.seed_key in best_per_schedule and task.seed_key not in keys:
+        keys.append(task.seed_key)
+    if len(keys) < 2:  # one schedule only: nothing to rank
         return 0
+    chosen = [best_per_schedule[key] for key in keys]
     candidates = [record.as_measure_candidate() for record in chosen]
-    built = builder.build([BuilderInput(c.sch.mod, tvm_target) for c in candidates])
-    inputs = [(record, ms.runner.RunnerInput(b.artifact_path, _device_type(tvm_target), c.args_info))
-              for record, c, b in zip(chosen, candidates, built) if b.error_msg is None]
-    futures = runner.run([runner_input for _, runner_input in inputs])
-    for (record, _), future in zip(inputs, futures):
-        result = future.result()
-        if result.error_msg is None and result.run_secs:
+    seconds = _measure([c.sch.mod for c in candidates], [c.args_info for c in candidates], builder, runner,
+                       tvm_target)
+    for record, measured in zip(chosen, seconds):
+        if measured:
             database.commit_tuning_record(ms.database.TuningRecord(
-                record.trace, workload, list(result.run_secs), tvm_target, record.args_info))
-    return len(inputs)
+                record.trace, workload, measured, tvm_target, record.args_info))
+    return sum(measured is not None for measured in seconds)
 
 
 def _existing_records(task: TaskReport, database) -> tuple[int, float | None]:
