@@ -15,12 +15,9 @@ machine load hits the variants alike; the load average is printed with the table
 from __future__ import annotations
 
 import argparse
-import contextlib
-import logging
 import os
 import sys
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,37 +51,35 @@ class Config:
     pretrained: bool = True
 
 
-def load_configs(args):
-    """Model programs and Relax modules for every (size, method), before any timing."""
+def prepare_sized(model_name: str, size: int, method: str, rank: str):
+    """`api.prepare_model` of bundled `model_name` on a seeded size x size input ("dense": no
+    rewrite); models without trained weights get seeded ones, as speed does not depend on them."""
     import torch
 
-    from tvm_lowrank.decompose import PerLayerRank
-    from tvm_lowrank.errors import ModelLoadError
-    from tvm_lowrank.frontend import load_model, to_relax
-    from tvm_lowrank.models import create_model
-    from tvm_lowrank.passes import DecomposeConv2D
-    from tvm_lowrank.reference import _decomposed_by_key, _torch_lowrank  # the reference's own program
+    from tvm_lowrank.api import prepare_model
+    from tvm_lowrank.models import create_model, has_weights
+
+    model = create_model(model_name, pretrained=has_weights(model_name))
+    torch.manual_seed(0)
+    x = torch.randn(1, model_channels(model_name), size, size)
+    return prepare_model(model, method, rank, example_input=x)
+
+
+def load_configs(args):
+    """Model programs and Relax modules for every (size, method), before any timing."""
+    from tvm_lowrank.models import has_weights
+    from tvm_lowrank.reference import lowrank_program
     from tvm_lowrank.report import rows_from_records, totals
 
-    try:
-        model, pretrained = create_model(args.model), True
-    except ModelLoadError:  # no trained checkpoint yet: speed does not depend on the weights' values
-        model, pretrained = create_model(args.model, pretrained=False), False
     configs = []
     for size in args.sizes:
-        torch.manual_seed(0)
-        x = torch.randn(1, model_channels(args.model), size, size)
-        source = load_model(model, x)
-        dense = to_relax(source)
         for method in args.methods:
-            low_rank = method != "dense"
-            rewrite = DecomposeConv2D(method=method if low_rank else "tai",
-                                      policy=args.rank if low_rank else PerLayerRank({}))
-            mod = rewrite(dense)
-            program = _torch_lowrank(source, _decomposed_by_key(rewrite.records)) if low_rank else source.program
-            macs = totals(rows_from_records(rewrite.records))["conv_macs_after"]
-            configs.append(Config(size, method, program, mod, macs, pretrained=pretrained))
-    return configs, x.dtype
+            prepared = prepare_sized(args.model, size, method, args.rank)
+            program = (lowrank_program(prepared.source, prepared.records) if method != "dense"
+                       else prepared.source.program)
+            macs = totals(rows_from_records(prepared.records))["conv_macs_after"]
+            configs.append(Config(size, method, program, prepared.mod, macs, pretrained=has_weights(args.model)))
+    return configs
 
 
 def model_channels(name: str) -> int:
@@ -136,16 +131,15 @@ def bench_torch(configs, args):
 
 
 def bench_ort(configs, args, inputs, tmp_dir: Path):
-    import onnxruntime
+    import torch
 
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = args.threads
-    options.inter_op_num_threads = 1
+    from tvm_lowrank.bench.baselines import export_onnx, onnx_cpu_session
+
     columns = {}
     for config in configs:
         path = tmp_dir / f"{config.method}-{config.size}.onnx"
-        export_onnx(config.program, inputs[config.size], path)
-        session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        export_onnx(config.program, torch.from_numpy(inputs[config.size]), path)
+        session = onnx_cpu_session(path, args.threads)
         name = session.get_inputs()[0].name
         feed = {name: inputs[config.size]}
         config.errors["ort"] = _max_error(session.run(None, feed)[0], config, inputs)
@@ -153,19 +147,6 @@ def bench_ort(configs, args, inputs, tmp_dir: Path):
     samples = time_rounds(columns, args.rounds, args.budget)
     for config in configs:
         config.times["ort"] = samples[(config.size, config.method)]
-
-
-def export_onnx(program, x, path: Path) -> None:
-    """ONNX export (dynamo) of a torch program for input array `x`, without the exporter's chatter."""
-    import torch
-
-    with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        logging.disable(logging.WARNING)
-        try:
-            torch.onnx.export(program, (torch.from_numpy(x),), str(path), dynamo=True, input_names=["x"])
-        finally:
-            logging.disable(logging.NOTSET)
 
 
 def _max_error(output, config, inputs) -> float:
@@ -183,9 +164,9 @@ def bench_tvm(configs, args, inputs):
     from tvm import relax
 
     from tvm_lowrank.build import build, run_vm
-    from tvm_lowrank.targets import load_target
+    from tvm_lowrank.targets import host_cpu_target, load_target
 
-    target = load_target(args.target or ("x86-avx512" if load_target("x86-avx512").runs_on_host() else "x86-avx2"))
+    target = load_target(args.target or host_cpu_target())
     for config in configs:
         columns = {}
         for column, schedules in (("tvm default", False), ("tvm ours", True)):
@@ -221,7 +202,7 @@ def main(argv=None) -> int:
     import tempfile
 
     load_before = os.getloadavg()[0]
-    configs, _ = load_configs(args)
+    configs = load_configs(args)
     inputs = bench_torch(configs, args)
     columns = ["torch"]
     if args.ort:

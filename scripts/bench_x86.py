@@ -39,6 +39,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
+from bench_untuned import prepare_sized  # noqa: E402
+
 COLUMNS = ("torch dense", "torch low-rank", "ort dense", "ort low-rank",
            "tvm dense tuned", "tvm low-rank untuned", "tvm low-rank tuned")
 
@@ -66,27 +68,9 @@ def parse_args(argv=None):
 
 
 def host_target(name=None):
-    from tvm_lowrank.targets import load_target
+    from tvm_lowrank.targets import host_cpu_target, load_target
 
-    return load_target(name or ("x86-avx512" if load_target("x86-avx512").runs_on_host() else "x86-avx2"))
-
-
-def relax_module(model_name: str, size: int, method: str, rank: str):
-    """The Relax module of `model_name` at size² (dense, or rewritten at `rank`) and its records."""
-    import torch
-
-    from tvm_lowrank.decompose import PerLayerRank
-    from tvm_lowrank.frontend import load_model, to_relax
-    from tvm_lowrank.models import create_model, has_weights, model_input_shape
-    from tvm_lowrank.passes import DecomposeConv2D
-
-    model = create_model(model_name, pretrained=has_weights(model_name))
-    torch.manual_seed(0)
-    x = torch.randn(1, model_input_shape(model_name)[1], size, size)
-    source = load_model(model, x)
-    dense = method == "dense"
-    rewrite = DecomposeConv2D(method="tai" if dense else method, policy=PerLayerRank({}) if dense else rank)
-    return source, rewrite(to_relax(source)), rewrite.records
+    return load_target(name or host_cpu_target())
 
 
 def tune_one(args) -> int:
@@ -95,7 +79,7 @@ def tune_one(args) -> int:
 
     model_name, size, method, database = args.tune_only
     target = host_target(args.target)
-    _, mod, _ = relax_module(model_name, int(size), method, args.rank)
+    mod = prepare_sized(model_name, int(size), method, args.rank).mod
     tasks = len(extract_tuning_tasks(mod, target))
     result = tune_module(mod, target, database, trials=args.trials_per_task * tasks, random_seed=0,
                          progress=lambda line: print(f"    {line}", flush=True))
@@ -127,17 +111,18 @@ class Cell:
     """One (model, size): its two programs, Relax modules, MACs, and timings per column."""
 
     def __init__(self, model_name: str, size: int, args):
-        from tvm_lowrank.reference import _decomposed_by_key, _torch_lowrank
+        from tvm_lowrank.reference import lowrank_program
         from tvm_lowrank.report import rows_from_records, totals
 
         self.model, self.size = model_name, size
-        source, self.dense_mod, dense_records = relax_module(model_name, size, "dense", args.rank)
-        _, self.lowrank_mod, records = relax_module(model_name, size, args.method, args.rank)
-        self.x = np.asarray(source.example_input, dtype=np.float32)
-        self.programs = {"dense": source.program,
-                         "low-rank": _torch_lowrank(source, _decomposed_by_key(records))}
-        self.macs = {"dense": totals(rows_from_records(dense_records))["conv_macs_after"],
-                     "low-rank": totals(rows_from_records(records))["conv_macs_after"]}
+        dense = prepare_sized(model_name, size, "dense", args.rank)
+        lowrank = prepare_sized(model_name, size, args.method, args.rank)
+        self.dense_mod, self.lowrank_mod = dense.mod, lowrank.mod
+        self.x = np.asarray(dense.source.example_input, dtype=np.float32)
+        self.programs = {"dense": dense.source.program,
+                         "low-rank": lowrank_program(lowrank.source, lowrank.records)}
+        self.macs = {kind: totals(rows_from_records(prepared.records))["conv_macs_after"]
+                     for kind, prepared in (("dense", dense), ("low-rank", lowrank))}
         self.samples: dict[str, list[float]] = {}
         self.errors: dict[str, float] = {}
         self.outputs: dict = {}  # kind -> PyTorch output
@@ -154,12 +139,9 @@ class Cell:
             self.outputs = {kind: program(torch.from_numpy(self.x)).numpy()
                             for kind, program in self.programs.items()}
 
-    def expected(self, kind: str):
-        return self.outputs[kind]
-
     def check(self, column: str, output) -> None:
         """Record the output's largest error against PyTorch's program of the same kind."""
-        expected = self.expected("dense" if "dense" in column else "low-rank")
+        expected = self.outputs["dense" if "dense" in column else "low-rank"]
         self.errors[column] = float(np.abs(np.asarray(output) - expected).max() / max(np.abs(expected).max(), 1e-30))
 
 
@@ -182,19 +164,18 @@ def time_torch(cells, args) -> None:
 
 
 def time_ort(cells, args) -> None:
-    import onnxruntime
+    import torch
 
-    from bench_untuned import export_onnx, time_rounds
+    from bench_untuned import time_rounds
+    from tvm_lowrank.bench.baselines import export_onnx, onnx_cpu_session
 
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = args.threads, 1
     with tempfile.TemporaryDirectory() as tmp:
         for cell in cells:
             runs = {}
             for kind, program in cell.programs.items():
                 path = Path(tmp) / f"{cell.model}-{cell.size}-{kind}.onnx"
-                export_onnx(program, cell.x, path)
-                session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+                export_onnx(program, torch.from_numpy(cell.x), path)
+                session = onnx_cpu_session(path, args.threads)
                 feed = {session.get_inputs()[0].name: cell.x}
                 cell.check(f"ort {kind}", session.run(None, feed)[0])
                 runs[f"ort {kind}"] = lambda s=session, f=feed: s.run(None, f)

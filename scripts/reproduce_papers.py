@@ -174,9 +174,9 @@ def run_training(args) -> Experiment:
 def compile_all(experiment: Experiment, args) -> None:
     """Compile, verify and time every trained model (after all training: one thread pool at a time)."""
     from tvm_lowrank.build import load_executable, time_vm
-    from tvm_lowrank.demo import host_target
+    from tvm_lowrank.targets import host_cpu_target
 
-    target = args.target or host_target()
+    target = args.target or host_cpu_target()
     with tempfile.TemporaryDirectory() as scratch:
         for index, (row, model, example) in enumerate(experiment.models):
             start = time.perf_counter()

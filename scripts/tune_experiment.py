@@ -1,8 +1,7 @@
-"""Tuning with our seeds + budget spreading vs MetaSchedule's stock flow, and the tuned latencies.
+"""Tuning with our seeds + budget spreading vs MetaSchedule's stock flow: trials to within 10%.
 
     python scripts/tune_experiment.py tune [--model vgg-fmnist] [--methods dense tai] [--rank macs:0.25]
                                            [--trials-per-task 16] [--out reports/tune]
-    python scripts/tune_experiment.py time [--out reports/tune] [--threads 2]
     python scripts/tune_experiment.py curve --database DIR [--model resnet18] [--size 224] [--methods tai]
 
 `tune` tunes each method's build twice from an empty database, with the same trial budget:
@@ -15,9 +14,7 @@ far; a kernel with no record yet counts at our default schedule's time, as the b
 the trials, and the share of its tuning time, after which the estimate stays within 10% of the
 final one.
 
-`time` (a separate process, so PyTorch is timed before TVM's thread pool exists) builds each
-method untuned (TVM default code; our schedules) and from each database, and prints median
-batch-1 milliseconds next to PyTorch eager, measured in interleaved rounds.
+Tuned latencies against PyTorch and ONNX Runtime are `scripts/bench_x86.py`'s job.
 """
 
 from __future__ import annotations
@@ -38,7 +35,7 @@ MODES = {"ours": {"seed_schedules": True, "spread": True}, "stock": {"seed_sched
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("phase", choices=["tune", "report", "time", "curve"])
+    parser.add_argument("phase", choices=["tune", "report", "curve"])
     parser.add_argument("--model", default="vgg-fmnist")
     parser.add_argument("--methods", nargs="+", default=["dense", "tai"])
     parser.add_argument("--rank", default="macs:0.25")
@@ -46,26 +43,23 @@ def parse_args(argv=None):
     parser.add_argument("--modes", nargs="+", default=["ours", "stock"], choices=list(MODES))
     parser.add_argument("--trials-per-task", type=int, default=16)
     parser.add_argument("--out", default="reports/tune")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--budget", type=float, default=0.05)
     parser.add_argument("--database", type=Path, help="curve: the database to read")
-    parser.add_argument("--size", type=int, default=None, help="curve: input size (default: the model's)")
+    parser.add_argument("--size", type=int, default=None, help="input size (default: the model's)")
     return parser.parse_args(argv)
 
 
-def host_target(name):
-    from tvm_lowrank.targets import load_target
+def host_target(name=None):
+    from tvm_lowrank.targets import host_cpu_target, load_target
 
-    return load_target(name or ("x86-avx512" if load_target("x86-avx512").runs_on_host() else "x86-avx2"))
+    return load_target(name or host_cpu_target())
 
 
 def relax_module(args, method):
-    from tvm_lowrank.api import prepare_model
-    from tvm_lowrank.models import model_example
+    """The model's Relax module for `method` at --size (default: the model's own input size)."""
+    from bench_untuned import prepare_sized
+    from tvm_lowrank.models import model_input_shape
 
-    model, example = model_example(args.model)
-    return prepare_model(model, method, args.rank, example_input=example)
+    return prepare_sized(args.model, args.size or model_input_shape(args.model)[-1], method, args.rank)
 
 
 def measured_curve(mod, target, database_dir):
@@ -170,54 +164,6 @@ def report_curves(args, target, out):
             {"default_estimate": start, "best": best, "curves": curves}, indent=0))
 
 
-def time_phase(args):
-    """PyTorch first, then every TVM build, interleaved rounds (bench_untuned's timing)."""
-    import numpy as np
-
-    os.environ["TVM_NUM_THREADS"] = str(args.threads)
-    import bench_untuned
-
-    bench_args = argparse.Namespace(model=args.model, sizes=[28], methods=args.methods, rank=args.rank,
-                                    threads=args.threads, rounds=args.rounds, budget=args.budget)
-    configs, _ = bench_untuned.load_configs(bench_args)
-    inputs = bench_untuned.bench_torch(configs, bench_args)
-    import tvm
-    from tvm import relax
-
-    from tvm_lowrank.build import build, run_vm
-
-    target = host_target(args.target)
-    out = REPO / args.out
-    columns = ["torch", "tvm default", "tvm ours (untuned)"]
-    for config in configs:
-        variants = {"tvm default": dict(schedules=False), "tvm ours (untuned)": {}}
-        for mode in args.modes:
-            database = out / f"{config.method}-{mode}"
-            if database.is_dir():
-                variants[f"tuned {mode}"] = dict(database_dir=database)
-                if f"tuned {mode}" not in columns:
-                    columns.append(f"tuned {mode}")
-        runs = {}
-        x = inputs[config.size]
-        for column, options in variants.items():
-            vm = relax.VirtualMachine(build(config.relax_mod, target, **options), tvm.cpu())
-            config.errors[column] = bench_untuned._max_error(run_vm(vm, x), config, inputs)
-            vm.set_input("main", tvm.runtime.tensor(x))
-            runs[column] = lambda vm=vm: vm.invoke_stateful("main")
-        config.times.update(bench_untuned.time_rounds(runs, args.rounds, args.budget))
-    print(f"# {args.model} 28x28, batch 1, {args.threads} threads, {target.name}, low-rank {args.rank}; "
-          f"median ms of {args.rounds} interleaved rounds; load average {os.getloadavg()[0]:.1f}")
-    header = ["method"] + columns
-    rows = [header]
-    for config in configs:
-        rows.append([config.method] + [f"{np.median(config.times[c]) * 1e3:.3f}" if c in config.times else "-"
-                                       for c in columns])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    print("\n".join("  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in rows))
-    worst = max(max(c.errors.values()) for c in configs)
-    print(f"# max |output - PyTorch| / max |PyTorch output| over all builds: {worst:.1e}")
-
-
 def first_default(tasks, task_of, records):
     """Seconds of each task's first record: our default schedule, which our flow measures first."""
     default = [None] * len(tasks)
@@ -238,20 +184,18 @@ def within_10_percent(points, best):
 
 def curve_phase(args):
     """Trials (and tuning time, pro rata) until one database's estimate is within 10% of its final."""
-    from bench_x86 import relax_module as sized_module
-
-    target = host_target(args.target)
     from tvm_lowrank.models import model_input_shape
 
+    target = host_target(args.target)
     size = args.size or model_input_shape(args.model)[-1]
-    _, mod, _ = sized_module(args.model, size, args.methods[0], args.rank)
-    tasks, task_of, records = measured_curve(mod, target, args.database)
+    tasks, task_of, records = measured_curve(relax_module(args, args.methods[0]).mod, target, args.database)
     points = curve(tasks, task_of, records, first_default(tasks, task_of, records))
     final = points[-1][1]
     reached = within_10_percent(points, final)
     tuning = args.database / "tuning.json"
     seconds = json.loads(tuning.read_text())["seconds"] if tuning.is_file() else None
-    minutes = f", about {seconds * reached / len(points) / 60:.1f} of {seconds / 60:.1f} min" if seconds else ""
+    minutes = (f", about {seconds * reached / len(points) / 60:.1f} of {seconds / 60:.1f} min"
+               if seconds and reached else "")
     print(f"{args.model} {size}² {args.methods[0]}: {len(tasks)} tasks, {len(points)} trials; estimate "
           f"{points[0][1] * 1e3:.3f} -> {final * 1e3:.3f} ms; within 10% of final from trial {reached}{minutes}")
 
@@ -262,10 +206,8 @@ def main(argv=None) -> int:
         tune_phase(args)
     elif args.phase == "curve":
         curve_phase(args)
-    elif args.phase == "report":
-        report_curves(args, host_target(args.target), REPO / args.out)
     else:
-        time_phase(args)
+        report_curves(args, host_target(args.target), REPO / args.out)
     return 0
 
 

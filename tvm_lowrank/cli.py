@@ -69,13 +69,14 @@ def _cmd_demo(args) -> int:
 
 def _cmd_bench(args) -> int:
     from .bench import BenchSettings, run_bench
-    from .bench.grid import host_target, split_list
+    from .bench.grid import split_list
+    from .targets import host_cpu_target
 
     settings = BenchSettings(repeat=args.repeat, accuracy_images=args.accuracy_images, dataset=args.dataset,
                              database=args.schedules, tracker=args.tracker, baselines=not args.no_baselines,
                              kernels=not args.no_kernels, **({"threads": args.threads} if args.threads else {}))
     result = run_bench(split_list(args.models), split_list(args.methods), split_list(args.rank),
-                       split_list(args.targets) if args.targets else [host_target()], args.out, settings,
+                       split_list(args.targets) if args.targets else [host_cpu_target()], args.out, settings,
                        plot_emulated=args.plot_emulated)
     print(result.summary())
     print("wrote " + ", ".join(str(path) for path in result.outputs))

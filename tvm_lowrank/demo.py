@@ -18,13 +18,6 @@ DEMO_RANK = "macs:0.25"
 THREADS = 2
 
 
-def host_target() -> str:
-    """The widest x86 target this CPU runs."""
-    from .targets import load_target
-
-    return "x86-avx512" if load_target("x86-avx512").runs_on_host() else "x86-avx2"
-
-
 def _median_latency_ms(run, x, warmup: int = 10, repeat: int = 100) -> float:
     for _ in range(warmup):
         run(x)
@@ -49,11 +42,11 @@ def run_demo(out_dir="build/demo", eval_images: int = 1000, rank=None, method: s
     from .frontend import load_model
     from .models import create_model
     from .reference import lowrank_reference
-    from .targets import load_target
+    from .targets import host_cpu_target, load_target
 
     torch.set_num_threads(THREADS)
     rank = rank or DEMO_RANK
-    target = host_target()
+    target = host_cpu_target()
     out_dir = Path(out_dir)
     model = create_model(DEMO_MODEL)
     images, labels = load_fashion_mnist("test")

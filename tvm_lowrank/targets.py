@@ -88,6 +88,11 @@ def host_arch() -> str | None:
     return _MACHINE_TO_ARCH.get(platform.machine().lower())
 
 
+def host_cpu_target() -> str:
+    """The widest x86 target this CPU runs natively: the default of the demo and benchmarks."""
+    return "x86-avx512" if load_target("x86-avx512").runs_on_host() else "x86-avx2"
+
+
 @lru_cache(maxsize=1)
 def host_cpu_flags() -> frozenset[str]:
     """This CPU's feature flags from /proc/cpuinfo ("flags" on x86, "Features" on ARM)."""

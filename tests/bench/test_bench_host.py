@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from bench_helpers import read_csv, run_cli, tiny_fmnist_cnn
-from tvm_lowrank.bench.grid import host_target
+from tvm_lowrank.targets import host_cpu_target as host_target
 from tvm_lowrank.bench.plots import PLOTS
 from tvm_lowrank.bench.tables import COLUMNS, KERNEL_COLUMNS
 from tvm_lowrank.data import load_fashion_mnist

@@ -12,7 +12,7 @@ import pytest
 
 import tune_models
 from tvm_lowrank.api import prepare_model
-from tvm_lowrank.targets import load_target
+from tvm_lowrank.targets import host_cpu_target, load_target
 from tvm_lowrank.tune import tune_module
 
 FAST = {"batch_size": 2, "population_size": 64, "warmup_samples": 2, "random_seed": 0}
@@ -20,8 +20,7 @@ TRIALS = 6  # 2 tasks: 3 each (the seed included)
 
 
 def host_target():
-    avx512 = load_target("x86-avx512")
-    return avx512 if avx512.runs_on_host() else load_target("x86-avx2")
+    return load_target(host_cpu_target())
 
 
 @dataclass

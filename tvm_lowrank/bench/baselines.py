@@ -62,7 +62,8 @@ def peak_gflops(threads: int, size: int = 512) -> float:
     return max(best[threads], threads * best[1])
 
 
-def _onnx_session(path: Path, threads: int):
+def onnx_cpu_session(path: Path, threads: int):
+    """ONNX Runtime on the CPU with `threads` intra-op threads (and no inter-op parallelism)."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
@@ -71,7 +72,8 @@ def _onnx_session(path: Path, threads: int):
     return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def _export_onnx(program, x, path: Path) -> None:
+def export_onnx(program, x, path: Path) -> None:
+    """ONNX export (dynamo) of a torch program for input tensor `x`, without the exporter's chatter."""
     import torch
 
     with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet), warnings.catch_warnings():
@@ -99,12 +101,12 @@ def child(pt2: str | None, onnx_path: str | None, input_path: str, threads: int,
             if onnx_path is None:
                 onnx_path = str(Path(tempfile.mkdtemp()) / "model.onnx")
                 try:
-                    _export_onnx(program, tensor, Path(onnx_path))
+                    export_onnx(program, tensor, Path(onnx_path))
                 except Exception as exc:  # noqa: BLE001 - an export failure only loses the ORT column
                     errors["ort"] = f"ONNX export failed: {type(exc).__name__}: {exc}"[:300]
                     onnx_path = None
     if onnx_path is not None:
-        session = _onnx_session(Path(onnx_path), threads)
+        session = onnx_cpu_session(Path(onnx_path), threads)
         feed = {session.get_inputs()[0].name: x}
         result.update(latency_stats(_samples(lambda: session.run(None, feed), repeat), "ort"))
     if peak:

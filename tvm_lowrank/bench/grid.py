@@ -89,8 +89,3 @@ def resolve_model(spec: str, dataset: str = "auto") -> ModelSpec:
     return ModelSpec(spec, bundled, dataset)
 
 
-def host_target() -> str:
-    """The x86 target this CPU runs natively (the default of `--targets`)."""
-    from ..targets import load_target
-
-    return "x86-avx512" if load_target("x86-avx512").runs_on_host() else "x86-avx2"

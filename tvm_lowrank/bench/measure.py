@@ -41,15 +41,14 @@ class BenchSettings:
 
 
 def database_dir(settings: BenchSettings, target) -> Path | None:
-    """The database a cell applies: "default" is the target's own in schedules/, where it has one
-    (a target never tuned builds untuned), a directory given by the user must exist."""
+    """The database a cell applies: "default" is the target's own in schedules/, where it has
+    records (a target never tuned builds untuned), a directory given by the user must exist."""
     if settings.database is None:
         return None
     if settings.database == "default":
-        from ..database import default_database_dir
+        from ..database import shipped_database
 
-        path = default_database_dir(target)
-        return path if path.is_dir() else None
+        return shipped_database(target)
     return Path(settings.database)
 
 
