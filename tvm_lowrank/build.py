@@ -42,7 +42,20 @@ def fusion_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
     backend = _backend_pipeline(target)
     legalize = list(backend.legalize_passes(target))
     after_fusion = next(i for i, p in enumerate(legalize) if p.info.name == "FuseTIR") + 1
-    return list(backend.library_dispatch_passes(target)) + legalize[:after_fusion]
+    return graph_passes(target) + list(backend.library_dispatch_passes(target)) + legalize[:after_fusion]
+
+
+def graph_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
+    """Our Relax rewrites before legalization: crop conv taps that only read padding (any target);
+    on CPUs, channel-last weights for convs narrower than a vector (what our schedules want)."""
+    from .passes import ChannelsLastNarrowConvWeights, TrimDeadConvTaps
+
+    passes = [TrimDeadConvTaps()]
+    if target.kind.name == "llvm":
+        from .schedule import cpu_vector_info
+
+        passes.append(ChannelsLastNarrowConvWeights(max_width=cpu_vector_info(target).lanes()))
+    return passes
 
 
 def fuse(mod: tvm.IRModule, target: TargetSpec) -> tvm.IRModule:

@@ -69,6 +69,12 @@ CONV_CASES = [
     ConvCase("single_channel", 1, 1, (3, 1), (28, 28), padding=(1, 0, 1, 0), epilogue="none"),
     ConvCase("no_epilogue", 8, 16, (3, 3), (12, 12), padding=(1, 1, 1, 1), epilogue="none"),
     ConvCase("residual", 16, 16, (3, 3), (8, 8), padding=(1, 1, 1, 1), epilogue="residual"),
+    # narrower than a vector: channel-last weights, channels in the vector lanes (+ dead taps trimmed)
+    ConvCase("map_1x1_kx1", 32, 48, (3, 1), (1, 1), padding=(1, 0, 1, 0)),
+    ConvCase("map_2x2_residual", 16, 16, (3, 3), (2, 2), padding=(1, 1, 1, 1), epilogue="residual"),
+    ConvCase("narrow_odd_channels", 8, 12, (1, 3), (5, 5), padding=(0, 1, 0, 1)),
+    ConvCase("narrow_no_epilogue", 16, 32, (3, 3), (3, 3), padding=(1, 1, 1, 1), epilogue="none"),
+    ConvCase("narrow_strided", 64, 64, (3, 3), (8, 8), stride=2, padding=(1, 1, 1, 1)),
 ]
 
 POOL_CASES = [

@@ -8,6 +8,8 @@ import tvm_ffi
 
 from .. import errors as _errors
 from ._records import DECOMPOSED, KEPT, PRE_DECOMPOSED, LayerRecord, weight_fingerprint
+from .conv_weight_layout import ChannelsLastNarrowConvWeights
+from .trim_conv_taps import TrimDeadConvTaps
 from .decompose_conv2d import DEFAULT_POLICY, DecomposeConv2D, layer_name
 
 for _name in dir(_errors):
@@ -15,5 +17,5 @@ for _name in dir(_errors):
     if isinstance(_cls, type) and issubclass(_cls, _errors.LowRankError):
         tvm_ffi.register_error(_name, _cls)
 
-__all__ = ["DECOMPOSED", "DEFAULT_POLICY", "KEPT", "PRE_DECOMPOSED", "DecomposeConv2D", "LayerRecord",
-           "layer_name", "weight_fingerprint"]
+__all__ = ["ChannelsLastNarrowConvWeights", "DECOMPOSED", "DEFAULT_POLICY", "KEPT", "PRE_DECOMPOSED", "DecomposeConv2D", "LayerRecord",
+           "TrimDeadConvTaps", "layer_name", "weight_fingerprint"]

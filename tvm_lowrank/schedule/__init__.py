@@ -3,7 +3,8 @@
 TVM's default Relax pipeline leaves every PrimFunc a naive scalar loop nest on CPU, and dlight's CPU
 rules cover only GEMV and row reductions. `ApplyCPUSchedules` runs after fusion (FuseTIR) and
 before codegen: it gives each fused conv2d / pooling PrimFunc our direct-convolution schedule
-(`DirectConv2D`, see `cpu_conv`) and the rest dlight's CPU rules. Functions a tuning database
+(`DirectConv2D`, see `cpu_conv`), each x @ W[k, n] matmul our vector schedule (`VectorMatmul`,
+see `cpu_matmul`) and the rest dlight's CPU rules. Functions a tuning database
 already scheduled (attribute ``tirx.is_scheduled``) are kept, so tuned records win.
 """
 
@@ -16,13 +17,14 @@ from tvm.target import Target
 
 from ._cpu import CPUVectorInfo, cpu_vector_info
 from .cpu_conv import DirectConv2D, Tile, WindowShape, match_window, plan_tile, schedule_window
+from .cpu_matmul import VectorMatmul, match_matmul
 
 SCHEDULED_ATTR = "tirx.is_scheduled"
 
 
 def default_cpu_rules():
     """The rules ApplyCPUSchedules tries on each function, first match wins."""
-    return [DirectConv2D(), dlight_cpu.GEMV(), dlight_cpu.Reduction()]
+    return [DirectConv2D(), VectorMatmul(), dlight_cpu.GEMV(), dlight_cpu.Reduction()]
 
 
 def _is_scheduled(func) -> bool:
@@ -67,4 +69,4 @@ class ApplyCPUSchedules:
 
 
 __all__ = ["ApplyCPUSchedules", "CPUVectorInfo", "DirectConv2D", "SCHEDULED_ATTR", "Tile", "WindowShape",
-           "cpu_vector_info", "default_cpu_rules", "match_window", "plan_tile", "schedule_window"]
+           "VectorMatmul", "cpu_vector_info", "default_cpu_rules", "match_matmul", "match_window", "plan_tile", "schedule_window"]

@@ -58,12 +58,12 @@ from dataclasses import dataclass
 
 from tvm import s_tir, tirx
 from tvm.s_tir.dlight.analysis import get_root_block
-from tvm.s_tir.dlight.analysis.common_analysis import get_sblockrealize
 from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 from tvm.s_tir.schedule import ScheduleError
 from tvm.sym.pattern import detect_linear_equation
 from tvm.target import Target
 
+from ._blocks import epilogue_chain, has_trivial_binding, int_value, iter_kinds, largest_divisor, uses
 from ._cpu import CPUVectorInfo, cpu_vector_info
 
 MAX_OC_BLOCK = 16
@@ -89,6 +89,7 @@ class WindowShape:
     in_per_group: int
     out_per_group: int
     kernel: tuple[int, int]
+    channels_last_weight: bool = False  # weight[rc, ry, rx, f] (IHWO): vectorize across channels
 
     @property
     def work(self) -> int:
@@ -111,19 +112,11 @@ class Tile:
         return self.oc_block * self.row_block * self.x_chunks
 
 
-def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
-
-
-def _largest_divisor(n: int, at_most: int) -> int:
-    return max(d for d in _divisors(n) if d <= max(at_most, 1))
-
-
 def choose_x_chunk(width: int, lanes: int) -> int:
     """Lanes of one vector along the output row: a divisor of `width`, so no loop has a tail."""
     if width <= lanes:
         return width
-    best = _largest_divisor(width, lanes)
+    best = largest_divisor(width, lanes)
     if best * 2 >= lanes:
         return best
     return width if width <= 2 * lanes else best
@@ -134,10 +127,10 @@ def plan_tile(shape: WindowShape, vec: CPUVectorInfo) -> Tile:
     x_chunk = choose_x_chunk(shape.out_w, vec.lanes())
     budget = vec.accumulators // -(-x_chunk // vec.lanes())  # in vectors of x_chunk lanes
     row_chunks = shape.out_w // x_chunk
-    oc_block = _largest_divisor(shape.out_per_group, min(MAX_OC_BLOCK, budget))
-    x_chunks = _largest_divisor(row_chunks, budget // oc_block)
+    oc_block = largest_divisor(shape.out_per_group, min(MAX_OC_BLOCK, budget))
+    x_chunks = largest_divisor(row_chunks, budget // oc_block)
     rows_that_fit = budget // (oc_block * x_chunks)
-    row_block = shape.out_h if shape.out_h <= rows_that_fit else _largest_divisor(
+    row_block = shape.out_h if shape.out_h <= rows_that_fit else largest_divisor(
         shape.out_h, min(MAX_ROW_BLOCK, rows_that_fit))
 
     def tasks() -> int:
@@ -145,25 +138,10 @@ def plan_tile(shape: WindowShape, vec: CPUVectorInfo) -> Tile:
 
     while tasks() < TASKS_PER_THREAD * vec.threads and (row_block > 1 or oc_block > 1):
         if row_block > 1:
-            row_block = _largest_divisor(shape.out_h, row_block - 1)
+            row_block = largest_divisor(shape.out_h, row_block - 1)
         else:
-            oc_block = _largest_divisor(shape.out_per_group, oc_block - 1)
+            oc_block = largest_divisor(shape.out_per_group, oc_block - 1)
     return Tile(oc_block, row_block, x_chunk, x_chunks)
-
-
-def _iter_kinds(block: s_tir.SBlock) -> str:
-    kinds = {tirx.IterVar.DataPar: "S", tirx.IterVar.CommReduce: "R"}
-    return "".join(kinds.get(iv.iter_type, "O") for iv in block.iter_vars)
-
-
-def _int(expr) -> int | None:
-    return int(expr.value) if isinstance(expr, tirx.IntImm) else None
-
-
-def _uses(expr, var) -> bool:
-    """Whether `expr` depends on `var` (its linear coefficient is not a constant 0)."""
-    coeffs = detect_linear_equation(expr, [var])
-    return not (len(coeffs) == 2 and _int(coeffs[0]) == 0)
 
 
 @dataclass
@@ -178,10 +156,10 @@ class WindowBlocks:
 
 def _window_shape(block: s_tir.SBlock) -> WindowShape | None:
     """The shape of an NCHW conv (SSSSRRR) or pooling (SSSSRR) block, or None for anything else."""
-    kinds = _iter_kinds(block)
+    kinds = iter_kinds(block)
     if kinds not in ("SSSSRRR", "SSSSRR") or len(block.writes) != 1:
         return None
-    extents = [_int(iv.dom.extent) for iv in block.iter_vars]
+    extents = [int_value(iv.dom.extent) for iv in block.iter_vars]
     if any(e is None for e in extents):
         return None  # dynamic shapes: leave to the default schedule
     n, c, y, x = (iv.var for iv in block.iter_vars[:4])
@@ -191,7 +169,7 @@ def _window_shape(block: s_tir.SBlock) -> WindowShape | None:
     is_conv = kinds == "SSSSRRR"
     if len(block.reads) != (2 if is_conv else 1):
         return None
-    data = next((r for r in block.reads if len(r.region) == 4 and _uses(r.region[3].min, x)), None)
+    data = next((r for r in block.reads if len(r.region) == 4 and uses(r.region[3].min, x)), None)
     if data is None:
         return None
     # the input column must be x * stride + rx * dilation, so that x_lane walks along the row
@@ -201,19 +179,14 @@ def _window_shape(block: s_tir.SBlock) -> WindowShape | None:
     if not is_conv:
         return WindowShape(extents[0], extents[1], extents[2], extents[3], 0, 1, kernel)
     in_per_group = extents[4]
-    in_channels = _int(data.source.shape[1])
+    in_channels = int_value(data.source.shape[1])
     groups = (in_channels // in_per_group) if in_channels else 0
     if groups < 1 or extents[1] % groups:
         return None
+    weight = next(r for r in block.reads if r is not data)
+    channels_last = groups == 1 and len(weight.region) == 4 and weight.region[3].min.same_as(c)
     return WindowShape(extents[0], extents[1], extents[2], extents[3], in_per_group,
-                       extents[1] // groups, kernel)
-
-
-def _has_trivial_binding(sch: s_tir.Schedule, block_rv) -> bool:
-    loops = sch.get_loops(block_rv)
-    values = get_sblockrealize(sch, block_rv).iter_values
-    return len(loops) == len(values) and all(
-        value.same_as(sch.get(loop).loop_var) for value, loop in zip(values, loops))
+                       extents[1] // groups, kernel, channels_last)
 
 
 def match_window(sch: s_tir.Schedule) -> WindowBlocks | None:
@@ -228,17 +201,12 @@ def match_window(sch: s_tir.Schedule) -> WindowBlocks | None:
     if len(windows) != 1:
         return None
     window, shape = windows[0]
-    if not _has_trivial_binding(sch, window):
+    if not has_trivial_binding(sch, window):
         return None
-    pads = [rv for rv in sch.get_producers(window) if _iter_kinds(sch.get(rv)) == "SSSS"]
-    epilogue, current = [], window
-    while len(consumers := sch.get_consumers(current)) == 1:
-        current = consumers[0]
-        if set(_iter_kinds(sch.get(current))) != {"S"}:
-            return None
-        epilogue.append(current)
-    if consumers:
-        return None  # the result feeds two blocks: not a chain
+    pads = [rv for rv in sch.get_producers(window) if iter_kinds(sch.get(rv)) == "SSSS"]
+    epilogue = epilogue_chain(sch, window)
+    if epilogue is None:
+        return None
     if len(pads) + 1 + len(epilogue) != len(blocks):
         return None
     return WindowBlocks(pads, window, epilogue, shape)
@@ -253,7 +221,7 @@ def _schedule_padding(sch: s_tir.Schedule, pad) -> None:
     loops = sch.get_loops(pad)
     padded_elements = 1
     for buffer_extent in sch.get(pad).writes[0].source.shape:
-        padded_elements *= _int(buffer_extent) or 1
+        padded_elements *= int_value(buffer_extent) or 1
     try:
         parts = [sch.decompose_padding(pad, loops[0]), pad]
     except ScheduleError:  # no padding predicate: a plain copy, read in place instead
@@ -270,7 +238,7 @@ def _vectorize_rows(sch: s_tir.Schedule, block, x_chunk: int) -> None:
     """Vectorize a tile-local elementwise block along x, `x_chunk` lanes at a time."""
     loops = sch.get_loops(block)
     inner = loops[-1]
-    extent = _int(sch.get(inner).extent)
+    extent = int_value(sch.get(inner).extent)
     if extent is not None and extent > x_chunk and extent % x_chunk == 0:
         inner = sch.split(inner, [None, x_chunk])[1]
     sch.vectorize(inner)
@@ -311,6 +279,91 @@ def schedule_window(sch: s_tir.Schedule, blocks: WindowBlocks, tile: Tile) -> No
         _schedule_padding(sch, pad)
 
 
+@dataclass(frozen=True)
+class ChannelTile:
+    """Register tile of a channel-vectorized conv: `f_vectors` vectors of `f_chunk` output channels
+    x `row_block` rows x `x_block` columns."""
+
+    f_chunk: int
+    f_vectors: int
+    row_block: int
+    x_block: int
+
+
+def plan_channel_tile(shape: WindowShape, vec: CPUVectorInfo) -> ChannelTile:
+    """Tile for a conv whose weight is output-channel-last (see `channels_last_weight`).
+
+    The pixels of the tile (rows x columns, whole rows when they fit) share each weight vector load,
+    the channel vectors share each broadcast input value; then fewer rows, then fewer channel
+    vectors, until there are TASKS_PER_THREAD tasks per thread.
+    """
+    f_chunk = vector_chunk(shape.channels, vec.lanes())
+    budget = vec.accumulators // -(-f_chunk // vec.lanes())
+    chunks = shape.channels // f_chunk
+    x_block = largest_divisor(shape.out_w, max(budget // 2, 1))
+    row_block = largest_divisor(shape.out_h, max(budget // (2 * x_block), 1))
+    f_vectors = largest_divisor(chunks, budget // (row_block * x_block))
+
+    def tasks() -> int:
+        return shape.batch * (chunks // f_vectors) * (shape.out_h // row_block) * (shape.out_w // x_block)
+
+    while tasks() < TASKS_PER_THREAD * vec.threads and (row_block > 1 or f_vectors > 1):
+        if row_block > 1:
+            row_block = largest_divisor(shape.out_h, row_block - 1)
+        else:
+            f_vectors = largest_divisor(chunks, f_vectors - 1)
+    return ChannelTile(f_chunk, f_vectors, row_block, x_block)
+
+
+def vector_chunk(extent: int, lanes: int) -> int:
+    """Lanes of one vector along an axis of `extent`: a power-of-two share of the register that
+    divides it when there is one (1000 -> 8 on AVX-512), else `choose_x_chunk`'s divisor."""
+    for share in (lanes, lanes // 2, lanes // 4):
+        if share >= 4 and extent % share == 0:
+            return share
+    return choose_x_chunk(extent, lanes)
+
+
+def schedule_channel_window(sch: s_tir.Schedule, blocks: WindowBlocks, tile: ChannelTile) -> None:
+    """The direct convolution with output channels in the vector lanes (weight read contiguous, one
+    broadcast input value per tap): rows of 1-4 pixels leave x-vectors mostly empty."""
+    window = blocks.window
+    if blocks.epilogue:
+        for block in blocks.epilogue[:-1]:
+            sch.compute_inline(block)
+        writer = blocks.epilogue[-1]
+        sch.set_scope(window, 0, "local")
+    else:
+        writer = sch.cache_write(window, 0, "local")
+    # the accumulator tile channel-innermost, so each vector of channels is one register
+    sch.transform_layout(window, ("write", 0), lambda n, f, y, x: (n, y, x, f))
+    n, f, y, x, *reduction = sch.get_loops(window)
+    f_outer, f_vec, f_lane = sch.split(f, [None, tile.f_vectors, tile.f_chunk])
+    y_outer, y_inner = sch.split(y, [None, tile.row_block])
+    x_outer, x_inner = sch.split(x, [None, tile.x_block])
+    sch.reorder(n, f_outer, y_outer, x_outer, *reduction, y_inner, x_inner, f_vec, f_lane)
+    tasks = sch.fuse(n, f_outer, y_outer)
+    if blocks.shape.work >= MIN_PARALLEL_WORK:
+        sch.parallel(tasks)
+    sch.reverse_compute_at(writer, x_outer)
+    for loop in (reduction[-1], y_inner, x_inner, f_vec):
+        sch.unroll(loop)
+    sch.vectorize(f_lane)
+    init = sch.decompose_reduction(window, reduction[0])
+    *init_loops, init_lane = sch.get_loops(init)[2:]
+    for loop in init_loops:
+        sch.unroll(loop)
+    sch.vectorize(init_lane)
+    out_f, out_y, out_x = sch.get_loops(writer)[-3:]
+    sch.reorder(out_y, out_x, out_f)
+    out_vec, out_lane = sch.split(out_f, [None, tile.f_chunk])
+    for loop in (out_y, out_x, out_vec):
+        sch.unroll(loop)
+    sch.vectorize(out_lane)
+    for pad in blocks.pads:
+        _schedule_padding(sch, pad)
+
+
 class DirectConv2D(CPUScheduleRule):
     """dlight rule: the direct-convolution schedule for NCHW conv2d (any kernel, stride, dilation,
     groups, depthwise) and 2-D pooling PrimFuncs with their fused epilogues, on llvm CPU targets.
@@ -326,9 +379,12 @@ class DirectConv2D(CPUScheduleRule):
         blocks = match_window(sch)
         if blocks is None:
             return None
-        tile = plan_tile(blocks.shape, cpu_vector_info(target))
+        vec = cpu_vector_info(target)
         try:
-            schedule_window(sch, blocks, tile)
+            if blocks.shape.channels_last_weight:
+                schedule_channel_window(sch, blocks, plan_channel_tile(blocks.shape, vec))
+            else:
+                schedule_window(sch, blocks, plan_tile(blocks.shape, vec))
         except RuntimeError:  # ScheduleError or a TVM internal error: TVM's default schedule stays
             return None
         return sch

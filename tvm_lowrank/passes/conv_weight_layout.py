@@ -1,0 +1,64 @@
+"""Output-channel-last weights for narrow convs, so the CPU schedule can vectorize across channels.
+
+Our direct-convolution schedule vectorizes along output rows; on maps a few pixels wide (the last
+stages of a CNN at 32x32: 4, 2, 1 pixels) most vector lanes then idle, and a 1x1 map runs scalar.
+Vectorizing across output channels instead needs each tap's weights for consecutive channels
+contiguous: this pass stores such a conv's constant weight as IHWO (weight[i, h, w, o]) at compile
+time and says so in the conv's `kernel_layout`, which TOPI's conv honours; the schedule
+(`schedule.cpu_conv`) sees the channel-contiguous weight and picks the channel-vector tile.
+Numerics are unchanged (the same sums in the same order per output).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from tvm import relax
+from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
+
+CHANNELS_LAST = "IHWO"
+
+
+def _static_width(call) -> int | None:
+    shape = getattr(call.ty, "shape", None)
+    if shape is None or len(shape) != 4:
+        return None
+    try:
+        return int(shape[3])
+    except (TypeError, ValueError):  # symbolic width
+        return None
+
+
+@relax.transform.function_pass(opt_level=0, name="ChannelsLastNarrowConvWeights")
+class ChannelsLastNarrowConvWeights:
+    """Give every NCHW/OIHW, ungrouped conv2d with a constant weight and an output narrower than
+    `max_width` pixels an IHWO weight (the same values, transposed at compile time).
+
+    Grouped and depthwise convs keep OIHW: their output channels read different input channels,
+    so a channel vector would gather its inputs. `max_width` is the target's vector lanes (the
+    width below which row vectors run part-empty).
+    """
+
+    def __init__(self, max_width: int):
+        self.max_width = max_width
+        self.data = wildcard()
+        self.weight = is_const()
+        self.pattern = is_op("relax.nn.conv2d")(self.data, self.weight)
+
+    def transform_function(self, func: relax.Function, mod, ctx) -> relax.Function:
+        if func.attrs is not None and int(func.attrs.get("Primitive", 0)):
+            return func
+
+        def rewriter(call, matches):
+            attrs = call.attrs
+            width = _static_width(call)
+            if (attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW" or attrs.out_layout != "NCHW"
+                    or int(attrs.groups) != 1 or width is None or width >= self.max_width):
+                return call
+            weight = matches[self.weight].value.numpy()
+            packed = relax.const(np.ascontiguousarray(weight.transpose(1, 2, 3, 0)), str(weight.dtype))
+            return relax.op.nn.conv2d(matches[self.data], packed, strides=attrs.strides, padding=attrs.padding,
+                                      dilation=attrs.dilation, groups=1, data_layout="NCHW",
+                                      kernel_layout=CHANNELS_LAST, out_layout="NCHW",
+                                      out_dtype=attrs.out_dtype or None)
+
+        return rewrite_call(self.pattern, rewriter, func)

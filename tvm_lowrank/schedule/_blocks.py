@@ -1,0 +1,52 @@
+"""Block-structure queries the CPU rules share: iterator kinds, constant extents, fused epilogues."""
+
+from __future__ import annotations
+
+from tvm import s_tir, tirx
+from tvm.s_tir.dlight.analysis.common_analysis import get_sblockrealize
+from tvm.sym.pattern import detect_linear_equation
+
+
+def iter_kinds(block: s_tir.SBlock) -> str:
+    """"S"/"R"/"O" per block iterator: spatial, reduction, other."""
+    kinds = {tirx.IterVar.DataPar: "S", tirx.IterVar.CommReduce: "R"}
+    return "".join(kinds.get(iv.iter_type, "O") for iv in block.iter_vars)
+
+
+def int_value(expr) -> int | None:
+    """The value of a constant integer expression, None for anything symbolic."""
+    return int(expr.value) if isinstance(expr, tirx.IntImm) else None
+
+
+def uses(expr, var) -> bool:
+    """Whether `expr` depends on `var` (its linear coefficient is not a constant 0)."""
+    coeffs = detect_linear_equation(expr, [var])
+    return not (len(coeffs) == 2 and int_value(coeffs[0]) == 0)
+
+
+def has_trivial_binding(sch: s_tir.Schedule, block_rv) -> bool:
+    """Whether each of the block's iterators is bound to its own loop, in loop order."""
+    loops = sch.get_loops(block_rv)
+    values = get_sblockrealize(sch, block_rv).iter_values
+    return len(loops) == len(values) and all(
+        value.same_as(sch.get(loop).loop_var) for value, loop in zip(values, loops))
+
+
+def epilogue_chain(sch: s_tir.Schedule, block_rv) -> list | None:
+    """The injective blocks fused after `block_rv`, each the only consumer of the one before;
+    None when its result fans out or feeds another reduction (not a chain an epilogue can inline)."""
+    epilogue, current = [], block_rv
+    while len(consumers := sch.get_consumers(current)) == 1:
+        current = consumers[0]
+        if set(iter_kinds(sch.get(current))) != {"S"}:
+            return None
+        epilogue.append(current)
+    return None if consumers else epilogue
+
+
+def divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def largest_divisor(n: int, at_most: int) -> int:
+    return max(d for d in divisors(n) if d <= max(at_most, 1))
