@@ -13,13 +13,13 @@ import torch.nn.functional as F
 import tvm
 from tvm import relax, s_tir
 
-from tvm_lowrank.build import _backend_pipeline, build, compile_pipeline, run_vm
+from tvm_lowrank.build import build, compile_pipeline, fuse, run_vm
 from tvm_lowrank.frontend import load_model, to_relax
 from tvm_lowrank.models import create_model
 from tvm_lowrank.passes import DecomposeConv2D
 from tvm_lowrank.reference import lowrank_reference
 from tvm_lowrank.schedule import match_window
-from tvm_lowrank.schedule.cpu_conv import MIN_PARALLEL_WORK
+from tvm_lowrank.schedule.cpu_conv import MIN_PARALLEL_CHANNEL_WORK, MIN_PARALLEL_WORK
 from tvm_lowrank.targets import TargetSpec, load_target
 
 
@@ -103,6 +103,11 @@ def _torch_conv(case: ConvCase, x, weight, bias):
     return torch.relu(y)
 
 
+def _out_width(case: ConvCase) -> int:
+    kernel_extent = (case.kernel[1] - 1) * case.dilation + 1
+    return (case.hw[1] + case.padding[1] + case.padding[3] - kernel_extent) // case.stride + 1
+
+
 def _relax_conv(bb, case: ConvCase, x_var, weight, bias):
     y = bb.emit(relax.op.nn.conv2d(x_var, relax.const(weight), strides=case.stride, padding=case.padding,
                                    dilation=case.dilation, groups=case.groups))
@@ -172,20 +177,23 @@ def test_every_conv_and_pool_is_scheduled_parallel_and_vectorized(all_cases):
     """Every kernel is vectorized; parallel unless too small to pay for a fork-join."""
     target = load_target("x86-avx512")
     lowered = compile_pipeline(target)(all_cases[0])
-    with target.tvm_target() as tvm_target:  # the same kernels, before scheduling
-        fused = tvm.transform.Sequential(_backend_pipeline(tvm_target).legalize_passes(tvm_target))(all_cases[0])
+    fused = fuse(all_cases[0], target)  # the same kernels, before scheduling
     kernels = [gv.name_hint for gv, func in fused.functions_items()
                if isinstance(func, tvm.tirx.PrimFunc) and ("conv2d" in gv.name_hint or "pool" in gv.name_hint)]
     assert len(kernels) == len(CONV_CASES) + len(POOL_CASES), sorted(kernels)
+    shapes = {name: match_window(s_tir.Schedule(fused[name])).shape for name in kernels}
+    narrow = [case for case in CONV_CASES if case.groups == 1 and _out_width(case) < 16]
+    assert sum(shape.channels_last_weight for shape in shapes.values()) == len(narrow)
     parallel = 0
     for name in kernels:
-        work = match_window(s_tir.Schedule(fused[name])).shape.work
+        work = shapes[name].work
         func = lowered[name]
         text = func.script()
         assert int(func.attrs["tirx.is_scheduled"]) == 1, name
         assert "T.vectorized(" in text, name
-        assert ("T.parallel(" in text) == (work >= MIN_PARALLEL_WORK), name
-        parallel += work >= MIN_PARALLEL_WORK
+        parallel_from = MIN_PARALLEL_CHANNEL_WORK if shapes[name].channels_last_weight else MIN_PARALLEL_WORK
+        assert ("T.parallel(" in text) == (work >= parallel_from), name
+        parallel += work >= parallel_from
     assert parallel >= 3
 
 

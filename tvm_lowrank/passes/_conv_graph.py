@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import tvm
 from tvm import relax
+from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 
 from ..decompose import ConvChain, ConvGeometry, ConvStage, get_method, list_methods
 from ..errors import LowRankError
@@ -50,7 +51,7 @@ class FoundChain:
     geometry: ConvGeometry
 
 
-def _static(shape) -> tuple[int, ...] | None:
+def static_shape(shape) -> tuple[int, ...] | None:
     try:
         return tuple(int(size) for size in shape)
     except (TypeError, ValueError):
@@ -101,8 +102,8 @@ def conv_sites(func: relax.Function) -> tuple[list[ConvSite], _Uses]:
         data, weight_expr = call.args
         attrs = call.attrs
         weight = weight_expr.value.numpy() if isinstance(weight_expr, tvm.ir.Constant) else None
-        weight_shape = _static(weight_expr.ty.shape)
-        in_shape, out_shape = _static(data.ty.shape), _static(binding.var.ty.shape)
+        weight_shape = static_shape(weight_expr.ty.shape)
+        in_shape, out_shape = static_shape(data.ty.shape), static_shape(binding.var.ty.shape)
         sites.append(ConvSite(
             index=len(sites), var=binding.var, call=call, weight=weight, weight_shape=weight_shape,
             geometry=ConvGeometry(tuple(int(v) for v in attrs.strides), tuple(int(v) for v in attrs.padding),
@@ -199,3 +200,19 @@ def find_chains(sites: list[ConvSite], uses: _Uses) -> list[FoundChain]:
             else:
                 start += 1
     return found
+
+
+def rewrite_nchw_convs(func: relax.Function, rewrite) -> relax.Function:
+    """`func` with each NCHW/OIHW conv2d of a constant weight replaced by `rewrite(call, data, weight)`
+    (weight as numpy; return `call` to keep it). Primitive functions are left alone."""
+    if func.attrs is not None and int(func.attrs.get("Primitive", 0)):
+        return func
+    data, weight = wildcard(), is_const()
+
+    def rewriter(call, matches):
+        attrs = call.attrs
+        if attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW" or attrs.out_layout != "NCHW":
+            return call
+        return rewrite(call, matches[data], matches[weight].value.numpy())
+
+    return rewrite_call(is_op(CONV2D)(data, weight), rewriter, func)

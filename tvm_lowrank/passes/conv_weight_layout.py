@@ -13,19 +13,10 @@ from __future__ import annotations
 
 import numpy as np
 from tvm import relax
-from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
+
+from ._conv_graph import rewrite_nchw_convs, static_shape
 
 CHANNELS_LAST = "IHWO"
-
-
-def _static_width(call) -> int | None:
-    shape = getattr(call.ty, "shape", None)
-    if shape is None or len(shape) != 4:
-        return None
-    try:
-        return int(shape[3])
-    except (TypeError, ValueError):  # symbolic width
-        return None
 
 
 @relax.transform.function_pass(opt_level=0, name="ChannelsLastNarrowConvWeights")
@@ -40,25 +31,16 @@ class ChannelsLastNarrowConvWeights:
 
     def __init__(self, max_width: int):
         self.max_width = max_width
-        self.data = wildcard()
-        self.weight = is_const()
-        self.pattern = is_op("relax.nn.conv2d")(self.data, self.weight)
 
     def transform_function(self, func: relax.Function, mod, ctx) -> relax.Function:
-        if func.attrs is not None and int(func.attrs.get("Primitive", 0)):
-            return func
+        return rewrite_nchw_convs(func, self._pack)
 
-        def rewriter(call, matches):
-            attrs = call.attrs
-            width = _static_width(call)
-            if (attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW" or attrs.out_layout != "NCHW"
-                    or int(attrs.groups) != 1 or width is None or width >= self.max_width):
-                return call
-            weight = matches[self.weight].value.numpy()
-            packed = relax.const(np.ascontiguousarray(weight.transpose(1, 2, 3, 0)), str(weight.dtype))
-            return relax.op.nn.conv2d(matches[self.data], packed, strides=attrs.strides, padding=attrs.padding,
-                                      dilation=attrs.dilation, groups=1, data_layout="NCHW",
-                                      kernel_layout=CHANNELS_LAST, out_layout="NCHW",
-                                      out_dtype=attrs.out_dtype or None)
-
-        return rewrite_call(self.pattern, rewriter, func)
+    def _pack(self, call, data, weight: np.ndarray):
+        attrs = call.attrs
+        out_shape = static_shape(call.ty.shape)
+        if int(attrs.groups) != 1 or out_shape is None or out_shape[3] >= self.max_width:
+            return call
+        packed = relax.const(np.ascontiguousarray(weight.transpose(1, 2, 3, 0)), str(weight.dtype))
+        return relax.op.nn.conv2d(data, packed, strides=attrs.strides, padding=attrs.padding,
+                                  dilation=attrs.dilation, groups=1, data_layout="NCHW",
+                                  kernel_layout=CHANNELS_LAST, out_layout="NCHW", out_dtype=attrs.out_dtype or None)

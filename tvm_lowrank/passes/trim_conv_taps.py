@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 from tvm import relax
-from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
+
+from ._conv_graph import rewrite_nchw_convs, static_shape
 
 
 def live_taps(in_size: int, out_size: int, kernel: int, stride: int, dilation: int, pad_before: int) -> range:
@@ -20,13 +21,6 @@ def live_taps(in_size: int, out_size: int, kernel: int, stride: int, dilation: i
     live = [tap for tap in range(kernel)
             if any(0 <= out * stride + tap * dilation - pad_before < in_size for out in range(out_size))]
     return range(live[0], live[-1] + 1) if live else range(0)
-
-
-def _static(shape) -> tuple[int, ...] | None:
-    try:
-        return tuple(int(size) for size in shape)
-    except (TypeError, ValueError):
-        return None
 
 
 @relax.transform.function_pass(opt_level=0, name="TrimDeadConvTaps")
@@ -37,37 +31,27 @@ class TrimDeadConvTaps:
     tap reads padding only (its output is the bias) is left too, as it is not worth a special case.
     """
 
-    def __init__(self):
-        self.data = wildcard()
-        self.weight = is_const()
-        self.pattern = is_op("relax.nn.conv2d")(self.data, self.weight)
-
     def transform_function(self, func: relax.Function, mod, ctx) -> relax.Function:
-        if func.attrs is not None and int(func.attrs.get("Primitive", 0)):
-            return func
+        return rewrite_nchw_convs(func, self._trim)
 
-        def rewriter(call, matches):
-            attrs = call.attrs
-            data = matches[self.data]
-            in_shape, out_shape = _static(data.ty.shape), _static(call.ty.shape)
-            if (attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW" or attrs.out_layout != "NCHW"
-                    or in_shape is None or out_shape is None):
-                return call
-            weight = matches[self.weight].value.numpy()
-            top, left, bottom, right = (int(p) for p in attrs.padding)
-            (sy, sx), (dy, dx) = (int(s) for s in attrs.strides), (int(d) for d in attrs.dilation)
-            rows = live_taps(in_shape[2], out_shape[2], weight.shape[2], sy, dy, top)
-            cols = live_taps(in_shape[3], out_shape[3], weight.shape[3], sx, dx, left)
-            if not rows or not cols or (len(rows), len(cols)) == weight.shape[2:]:
-                return call
-            padding = (top - rows.start * dy, left - cols.start * dx,
-                       bottom - (weight.shape[2] - rows.stop) * dy, right - (weight.shape[3] - cols.stop) * dx)
-            if min(padding) < 0:  # would crop the input instead: the output size would change
-                return call
-            cropped = np.ascontiguousarray(weight[:, :, rows.start:rows.stop, cols.start:cols.stop])
-            return relax.op.nn.conv2d(data, relax.const(cropped, str(weight.dtype)), strides=attrs.strides,
-                                      padding=padding, dilation=attrs.dilation, groups=attrs.groups,
-                                      data_layout="NCHW", kernel_layout="OIHW", out_layout="NCHW",
-                                      out_dtype=attrs.out_dtype or None)
-
-        return rewrite_call(self.pattern, rewriter, func)
+    @staticmethod
+    def _trim(call, data, weight: np.ndarray):
+        attrs = call.attrs
+        in_shape, out_shape = static_shape(data.ty.shape), static_shape(call.ty.shape)
+        if in_shape is None or out_shape is None:
+            return call
+        top, left, bottom, right = (int(p) for p in attrs.padding)
+        (sy, sx), (dy, dx) = (int(s) for s in attrs.strides), (int(d) for d in attrs.dilation)
+        rows = live_taps(in_shape[2], out_shape[2], weight.shape[2], sy, dy, top)
+        cols = live_taps(in_shape[3], out_shape[3], weight.shape[3], sx, dx, left)
+        if not rows or not cols or (len(rows), len(cols)) == weight.shape[2:]:
+            return call
+        padding = (top - rows.start * dy, left - cols.start * dx,
+                   bottom - (weight.shape[2] - rows.stop) * dy, right - (weight.shape[3] - cols.stop) * dx)
+        if min(padding) < 0:  # would crop the input instead: the output size would change
+            return call
+        cropped = np.ascontiguousarray(weight[:, :, rows.start:rows.stop, cols.start:cols.stop])
+        return relax.op.nn.conv2d(data, relax.const(cropped, str(weight.dtype)), strides=attrs.strides,
+                                  padding=padding, dilation=attrs.dilation, groups=attrs.groups,
+                                  data_layout="NCHW", kernel_layout="OIHW", out_layout="NCHW",
+                                  out_dtype=attrs.out_dtype or None)

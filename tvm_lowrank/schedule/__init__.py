@@ -3,7 +3,8 @@
 TVM's default Relax pipeline leaves every PrimFunc a naive scalar loop nest on CPU, and dlight's CPU
 rules cover only GEMV and row reductions. `ApplyCPUSchedules` runs after fusion (FuseTIR) and
 before codegen: it gives each fused conv2d / pooling PrimFunc our direct-convolution schedule
-(`DirectConv2D`, see `cpu_conv`), each x @ W[k, n] matmul our vector schedule (`VectorMatmul`,
+(`DirectConv2D`, see `cpu_conv`: vectors along rows, or across output channels on maps narrower
+than a vector, whose weights the build stores channel-last), each x @ W[k, n] matmul our vector schedule (`VectorMatmul`,
 see `cpu_matmul`) and the rest dlight's CPU rules. Functions a tuning database
 already scheduled (attribute ``tirx.is_scheduled``) are kept, so tuned records win.
 """

@@ -50,3 +50,15 @@ def divisors(n: int) -> list[int]:
 
 def largest_divisor(n: int, at_most: int) -> int:
     return max(d for d in divisors(n) if d <= max(at_most, 1))
+
+
+def register_accumulator(sch: s_tir.Schedule, block_rv, epilogue: list):
+    """Give the reduction `block_rv` a "local" (register) result and return the block that writes
+    the function's output: the epilogue's last block, with the rest of the epilogue inlined into
+    it, or a copy-out block when there is no epilogue."""
+    if not epilogue:
+        return sch.cache_write(block_rv, 0, "local")
+    for block in epilogue[:-1]:
+        sch.compute_inline(block)
+    sch.set_scope(block_rv, 0, "local")
+    return epilogue[-1]

@@ -26,7 +26,8 @@ from tvm.s_tir.dlight.analysis import get_root_block
 from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 from tvm.target import Target
 
-from ._blocks import epilogue_chain, has_trivial_binding, int_value, iter_kinds, largest_divisor, uses
+from ._blocks import (epilogue_chain, has_trivial_binding, int_value, iter_kinds, largest_divisor,
+                      register_accumulator, uses)
 from ._cpu import CPUVectorInfo, cpu_vector_info
 from .cpu_conv import MIN_PARALLEL_WORK, TASKS_PER_THREAD, vector_chunk
 
@@ -57,7 +58,8 @@ def plan_matmul(blocks: MatmulBlocks, vec: CPUVectorInfo) -> MatmulTile:
     registers_per_vector = -(-chunk // vec.lanes())
     chunks = blocks.n // chunk
     vectors = largest_divisor(chunks, vec.accumulators // registers_per_vector)
-    while blocks.rows * (chunks // vectors) < TASKS_PER_THREAD * vec.threads and vectors > 1:
+    parallel = blocks.rows * blocks.n * blocks.k >= MIN_PARALLEL_WORK
+    while parallel and blocks.rows * (chunks // vectors) < TASKS_PER_THREAD * vec.threads and vectors > 1:
         vectors = largest_divisor(chunks, vectors - 1)
     k_unroll = largest_divisor(blocks.k, K_UNROLL)
     return MatmulTile(chunk, vectors, k_unroll)
@@ -100,12 +102,7 @@ def match_matmul(sch: s_tir.Schedule) -> MatmulBlocks | None:
 
 def schedule_matmul(sch: s_tir.Schedule, blocks: MatmulBlocks, tile: MatmulTile) -> None:
     matmul = blocks.matmul
-    if blocks.epilogue:
-        for block in blocks.epilogue[:-1]:
-            sch.compute_inline(block)
-        writer = blocks.epilogue[-1]
-    else:
-        writer = sch.cache_write(matmul, 0, "local")
+    writer = register_accumulator(sch, matmul, blocks.epilogue)
     *rows, n, k = sch.get_loops(matmul)
     n_outer, n_vec, n_lane = sch.split(n, [None, tile.vectors, tile.chunk])
     k_outer, k_inner = sch.split(k, [None, tile.k_unroll])
@@ -114,8 +111,6 @@ def schedule_matmul(sch: s_tir.Schedule, blocks: MatmulBlocks, tile: MatmulTile)
     if blocks.rows * blocks.n * blocks.k >= MIN_PARALLEL_WORK:
         sch.parallel(tasks)
     sch.reverse_compute_at(writer, tasks)
-    if blocks.epilogue:
-        sch.set_scope(matmul, 0, "local")
     sch.unroll(k_inner)
     sch.unroll(n_vec)
     sch.vectorize(n_lane)
