@@ -17,5 +17,5 @@ for _name in dir(_errors):
     if isinstance(_cls, type) and issubclass(_cls, _errors.LowRankError):
         tvm_ffi.register_error(_name, _cls)
 
-__all__ = ["ChannelsLastNarrowConvWeights", "DECOMPOSED", "DEFAULT_POLICY", "KEPT", "PRE_DECOMPOSED", "DecomposeConv2D", "LayerRecord",
-           "TrimDeadConvTaps", "layer_name", "weight_fingerprint"]
+__all__ = ["ChannelsLastNarrowConvWeights", "DECOMPOSED", "DEFAULT_POLICY", "KEPT", "PRE_DECOMPOSED",
+           "DecomposeConv2D", "LayerRecord", "TrimDeadConvTaps", "layer_name", "weight_fingerprint"]

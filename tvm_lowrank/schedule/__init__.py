@@ -4,8 +4,8 @@ TVM's default Relax pipeline leaves every PrimFunc a naive scalar loop nest on C
 rules cover only GEMV and row reductions. `ApplyCPUSchedules` runs after fusion (FuseTIR) and
 before codegen: it gives each fused conv2d / pooling PrimFunc our direct-convolution schedule
 (`DirectConv2D`, see `cpu_conv`: vectors along rows, or across output channels on maps narrower
-than a vector, whose weights the build stores channel-last), each x @ W[k, n] matmul our vector schedule (`VectorMatmul`,
-see `cpu_matmul`) and the rest dlight's CPU rules. Functions a tuning database
+than a vector, whose weights the build stores channel-last), each x @ W[k, n] matmul our vector
+schedule (`VectorMatmul`, see `cpu_matmul`) and the rest dlight's CPU rules. Functions a tuning database
 already scheduled (attribute ``tirx.is_scheduled``) are kept, so tuned records win.
 """
 
@@ -69,5 +69,6 @@ class ApplyCPUSchedules:
         return tvm.IRModule(functions, attrs=mod.attrs, global_infos=mod.global_infos)
 
 
-__all__ = ["ApplyCPUSchedules", "CPUVectorInfo", "DirectConv2D", "SCHEDULED_ATTR", "Tile", "WindowShape",
-           "VectorMatmul", "cpu_vector_info", "default_cpu_rules", "match_matmul", "match_window", "plan_tile", "schedule_window"]
+__all__ = ["ApplyCPUSchedules", "CPUVectorInfo", "DirectConv2D", "SCHEDULED_ATTR", "Tile", "VectorMatmul",
+           "WindowShape", "cpu_vector_info", "default_cpu_rules", "match_matmul", "match_window", "plan_tile",
+           "schedule_window"]

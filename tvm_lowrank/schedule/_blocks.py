@@ -62,3 +62,23 @@ def register_accumulator(sch: s_tir.Schedule, block_rv, epilogue: list):
         sch.compute_inline(block)
     sch.set_scope(block_rv, 0, "local")
     return epilogue[-1]
+
+
+def vectorized_init(sch: s_tir.Schedule, block_rv, reduction_loop, tile_depth: int) -> None:
+    """Split the reduction's zero-init out before `reduction_loop`; its loops below the first
+    `tile_depth` (the task loops) are the register tile: unrolled, the innermost vectorized."""
+    init = sch.decompose_reduction(block_rv, reduction_loop)
+    *tile_loops, lane = sch.get_loops(init)[tile_depth:]
+    for loop in tile_loops:
+        sch.unroll(loop)
+    sch.vectorize(lane)
+
+
+def vectorize_innermost(sch: s_tir.Schedule, block_rv, lanes: int) -> None:
+    """Vectorize a tile-local elementwise block's innermost loop, `lanes` at a time when that
+    loop is a longer multiple of them."""
+    inner = sch.get_loops(block_rv)[-1]
+    extent = int_value(sch.get(inner).extent)
+    if extent is not None and extent > lanes and extent % lanes == 0:
+        inner = sch.split(inner, [None, lanes])[1]
+    sch.vectorize(inner)

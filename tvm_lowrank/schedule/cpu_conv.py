@@ -72,7 +72,7 @@ from tvm.sym.pattern import detect_linear_equation
 from tvm.target import Target
 
 from ._blocks import (epilogue_chain, has_trivial_binding, int_value, iter_kinds, largest_divisor,
-                      register_accumulator, uses)
+                      register_accumulator, uses, vectorize_innermost, vectorized_init)
 from ._cpu import CPUVectorInfo, cpu_vector_info
 
 MAX_OC_BLOCK = 16
@@ -248,16 +248,6 @@ def _schedule_padding(sch: s_tir.Schedule, pad) -> None:
         sch.vectorize(loops[-1])
 
 
-def _vectorize_rows(sch: s_tir.Schedule, block, x_chunk: int) -> None:
-    """Vectorize a tile-local elementwise block along x, `x_chunk` lanes at a time."""
-    loops = sch.get_loops(block)
-    inner = loops[-1]
-    extent = int_value(sch.get(inner).extent)
-    if extent is not None and extent > x_chunk and extent % x_chunk == 0:
-        inner = sch.split(inner, [None, x_chunk])[1]
-    sch.vectorize(inner)
-
-
 def schedule_window(sch: s_tir.Schedule, blocks: WindowBlocks, tile: Tile) -> None:
     """Apply the direct-convolution schedule of the module docstring to `blocks` in `sch`."""
     window = blocks.window
@@ -276,12 +266,8 @@ def schedule_window(sch: s_tir.Schedule, blocks: WindowBlocks, tile: Tile) -> No
     for loop in (reduction[-1], f_inner, y_inner, x_chunk):
         sch.unroll(loop)
     sch.vectorize(x_lane)
-    init = sch.decompose_reduction(window, reduction[0])
-    init_loops = sch.get_loops(init)[2:]  # below the parallel loop and x_outer
-    for loop in init_loops[:-1]:
-        sch.unroll(loop)
-    sch.vectorize(init_loops[-1])
-    _vectorize_rows(sch, writer, tile.x_chunk)
+    vectorized_init(sch, window, reduction[0], tile_depth=2)  # below the task loop and x_outer
+    vectorize_innermost(sch, writer, tile.x_chunk)
     for pad in blocks.pads:
         _schedule_padding(sch, pad)
 
@@ -295,6 +281,7 @@ class ChannelTile:
     f_vectors: int
     row_block: int
     x_block: int
+    parallel: bool  # tasks run on the thread pool
 
 
 def plan_channel_tile(shape: WindowShape, vec: CPUVectorInfo) -> ChannelTile:
@@ -316,13 +303,13 @@ def plan_channel_tile(shape: WindowShape, vec: CPUVectorInfo) -> ChannelTile:
     def tasks() -> int:
         return shape.batch * (chunks // f_vectors) * (shape.out_h // row_block) * (shape.out_w // x_block)
 
-    while (shape.work >= MIN_PARALLEL_CHANNEL_WORK and tasks() < TASKS_PER_THREAD * vec.threads
-           and (row_block > 1 or f_vectors > 1)):
+    parallel = shape.work >= MIN_PARALLEL_CHANNEL_WORK
+    while parallel and tasks() < TASKS_PER_THREAD * vec.threads and (row_block > 1 or f_vectors > 1):
         if row_block > 1:
             row_block = largest_divisor(shape.out_h, row_block - 1)
         else:
             f_vectors = largest_divisor(chunks, f_vectors - 1)
-    return ChannelTile(f_chunk, f_vectors, row_block, x_block)
+    return ChannelTile(f_chunk, f_vectors, row_block, x_block, parallel)
 
 
 def vector_chunk(extent: int, lanes: int) -> int:
@@ -347,17 +334,13 @@ def schedule_channel_window(sch: s_tir.Schedule, blocks: WindowBlocks, tile: Cha
     x_outer, x_inner = sch.split(x, [None, tile.x_block])
     sch.reorder(n, f_outer, y_outer, x_outer, *reduction, y_inner, x_inner, f_vec, f_lane)
     tasks = sch.fuse(n, f_outer, y_outer)
-    if blocks.shape.work >= MIN_PARALLEL_CHANNEL_WORK:
+    if tile.parallel:
         sch.parallel(tasks)
     sch.reverse_compute_at(writer, x_outer)
     for loop in (reduction[-1], y_inner, x_inner, f_vec):
         sch.unroll(loop)
     sch.vectorize(f_lane)
-    init = sch.decompose_reduction(window, reduction[0])
-    *init_loops, init_lane = sch.get_loops(init)[2:]
-    for loop in init_loops:
-        sch.unroll(loop)
-    sch.vectorize(init_lane)
+    vectorized_init(sch, window, reduction[0], tile_depth=2)
     # the writer's tile loops (unit extents have none): channels first, moved innermost
     writer_loops = sch.get_loops(writer)
     below = next(i for i, loop in enumerate(writer_loops) if sch.get(loop).same_as(sch.get(x_outer))) + 1

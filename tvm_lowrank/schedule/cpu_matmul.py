@@ -19,6 +19,7 @@ batch 1.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from tvm import s_tir, tirx
@@ -27,7 +28,7 @@ from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 from tvm.target import Target
 
 from ._blocks import (epilogue_chain, has_trivial_binding, int_value, iter_kinds, largest_divisor,
-                      register_accumulator, uses)
+                      register_accumulator, uses, vectorize_innermost, vectorized_init)
 from ._cpu import CPUVectorInfo, cpu_vector_info
 from .cpu_conv import MIN_PARALLEL_WORK, TASKS_PER_THREAD, vector_chunk
 
@@ -42,6 +43,7 @@ class MatmulTile:
     chunk: int
     vectors: int
     k_unroll: int
+    parallel: bool  # tasks run on the thread pool
 
 
 @dataclass
@@ -52,17 +54,22 @@ class MatmulBlocks:
     n: int
     k: int
 
+    @property
+    def work(self) -> int:
+        """Multiply-adds."""
+        return self.rows * self.n * self.k
+
 
 def plan_matmul(blocks: MatmulBlocks, vec: CPUVectorInfo) -> MatmulTile:
     chunk = vector_chunk(blocks.n, vec.lanes())
     registers_per_vector = -(-chunk // vec.lanes())
     chunks = blocks.n // chunk
     vectors = largest_divisor(chunks, vec.accumulators // registers_per_vector)
-    parallel = blocks.rows * blocks.n * blocks.k >= MIN_PARALLEL_WORK
+    parallel = blocks.work >= MIN_PARALLEL_WORK
     while parallel and blocks.rows * (chunks // vectors) < TASKS_PER_THREAD * vec.threads and vectors > 1:
         vectors = largest_divisor(chunks, vectors - 1)
     k_unroll = largest_divisor(blocks.k, K_UNROLL)
-    return MatmulTile(chunk, vectors, k_unroll)
+    return MatmulTile(chunk, vectors, k_unroll, parallel)
 
 
 def match_matmul(sch: s_tir.Schedule) -> MatmulBlocks | None:
@@ -94,10 +101,7 @@ def match_matmul(sch: s_tir.Schedule) -> MatmulBlocks | None:
     epilogue = epilogue_chain(sch, matmul)
     if epilogue is None or len(blocks) != 1 + len(epilogue):
         return None
-    rows = 1
-    for extent in extents[:-2]:
-        rows *= extent
-    return MatmulBlocks(matmul, epilogue, rows, extents[-2], extents[-1])
+    return MatmulBlocks(matmul, epilogue, math.prod(extents[:-2]), extents[-2], extents[-1])
 
 
 def schedule_matmul(sch: s_tir.Schedule, blocks: MatmulBlocks, tile: MatmulTile) -> None:
@@ -108,21 +112,14 @@ def schedule_matmul(sch: s_tir.Schedule, blocks: MatmulBlocks, tile: MatmulTile)
     k_outer, k_inner = sch.split(k, [None, tile.k_unroll])
     sch.reorder(*rows, n_outer, k_outer, k_inner, n_vec, n_lane)
     tasks = sch.fuse(*rows, n_outer)
-    if blocks.rows * blocks.n * blocks.k >= MIN_PARALLEL_WORK:
+    if tile.parallel:
         sch.parallel(tasks)
     sch.reverse_compute_at(writer, tasks)
     sch.unroll(k_inner)
     sch.unroll(n_vec)
     sch.vectorize(n_lane)
-    init = sch.decompose_reduction(matmul, k_outer)
-    init_vec, init_lane = sch.get_loops(init)[-2:]
-    sch.unroll(init_vec)
-    sch.vectorize(init_lane)
-    out_loop = sch.get_loops(writer)[-1]
-    extent = int_value(sch.get(out_loop).extent)
-    if extent is not None and extent > tile.chunk and extent % tile.chunk == 0:
-        out_loop = sch.split(out_loop, [None, tile.chunk])[1]
-    sch.vectorize(out_loop)
+    vectorized_init(sch, matmul, k_outer, tile_depth=1)
+    vectorize_innermost(sch, writer, tile.chunk)
 
 
 class VectorMatmul(CPUScheduleRule):
