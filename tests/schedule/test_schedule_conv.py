@@ -12,13 +12,14 @@ import torch
 import torch.nn.functional as F
 import tvm
 from tvm import relax, s_tir
+from tvm.s_tir.dlight.analysis import get_root_block
 
 from tvm_lowrank.build import build, compile_pipeline, fuse, run_vm
 from tvm_lowrank.frontend import load_model, to_relax
 from tvm_lowrank.models import create_model
 from tvm_lowrank.passes import DecomposeConv2D
 from tvm_lowrank.reference import lowrank_reference
-from tvm_lowrank.schedule import match_window
+from tvm_lowrank.schedule import cpu_vector_info, match_window, plan_tile
 from tvm_lowrank.schedule.cpu_conv import MIN_PARALLEL_CHANNEL_WORK, MIN_PARALLEL_WORK
 from tvm_lowrank.targets import TargetSpec, load_target
 
@@ -75,12 +76,19 @@ CONV_CASES = [
     ConvCase("narrow_odd_channels", 8, 12, (1, 3), (5, 5), padding=(0, 1, 0, 1)),
     ConvCase("narrow_no_epilogue", 16, 32, (3, 3), (3, 3), padding=(1, 1, 1, 1), epilogue="none"),
     ConvCase("narrow_strided", 64, 64, (3, 3), (8, 8), stride=2, padding=(1, 1, 1, 1)),
+    # one kernel column, unit strides, rows not a whole number of vectors: one flat pixel axis
+    ConvCase("flat_kx1_residual", 16, 16, (3, 1), (12, 28), padding=(1, 0, 1, 0), epilogue="residual"),
+    ConvCase("flat_1x1_no_epilogue", 8, 12, (1, 1), (6, 24), epilogue="none"),
+    ConvCase("flat_depthwise_kx1", 16, 16, (3, 1), (12, 12), padding=(1, 0, 1, 0), groups=16),
+    # column stride 2 through a padding pass: the padded input stored as two column phases
+    ConvCase("phases_1xk_strided", 4, 16, (1, 7), (6, 40), stride=2, padding=(0, 3, 0, 3)),
 ]
 
 POOL_CASES = [
     PoolCase("maxpool_2x2", "max", 16, (14, 14), 2, 2),
     PoolCase("maxpool_3x3_padded", "max", 8, (15, 15), 3, 2, padding=1),
     PoolCase("avgpool_3x3", "avg", 8, (12, 12), 3, 1, padding=1),
+    PoolCase("maxpool_3x3_phases", "max", 8, (16, 36), 3, 2, padding=1),
 ]
 
 
@@ -195,6 +203,41 @@ def test_every_conv_and_pool_is_scheduled_parallel_and_vectorized(all_cases):
         assert ("T.parallel(" in text) == (work >= parallel_from), name
         parallel += work >= parallel_from
     assert parallel >= 3
+
+
+def _allocated_shapes(func) -> dict[str, tuple[int, ...]]:
+    sch = s_tir.Schedule(func)
+    return {buffer.name: tuple(int(extent) for extent in buffer.shape)
+            for buffer in sch.get(get_root_block(sch)).alloc_buffers}
+
+
+def test_flat_pixels_and_column_phases_change_the_layouts_they_should(all_cases):
+    """A flat tile keeps a (n, c, y * W + x) accumulator; a strided read through real padding makes
+    the padded input (n, c, y, phase, x // stride); every other kernel keeps NCHW buffers."""
+    target = load_target("x86-avx512")
+    lowered = compile_pipeline(target)(all_cases[0])
+    fused = fuse(all_cases[0], target)
+    vec = cpu_vector_info(target.tvm_target())
+    seen = {"flat": 0, "phases": 0}
+    for gv, func in fused.functions_items():
+        sch = s_tir.Schedule(func) if isinstance(func, tvm.tirx.PrimFunc) else None
+        blocks = sch and match_window(sch)
+        if not blocks or blocks.shape.channels_last_weight:
+            continue
+        shapes = _allocated_shapes(lowered[gv.name_hint])
+        flat = plan_tile(blocks.shape, vec).flat
+        accumulator = next(shape for name, shape in shapes.items() if name.endswith("_local"))
+        assert len(accumulator) == (3 if flat else 4), gv.name_hint
+        phases = [shape for name, shape in shapes.items() if name.startswith("pad_temp") and len(shape) == 5]
+        stride, pad = blocks.shape.column_stride, blocks.pads and sch.get(blocks.pads[0])
+        in_width, padded_width = (int(pad.reads[0].source.shape[3]), int(pad.writes[0].source.shape[3])) if pad else (0, 0)
+        splits = stride > 1 and padded_width > in_width and padded_width % stride == 0
+        assert len(phases) == splits, gv.name_hint
+        if phases:
+            assert phases[0][3] == blocks.shape.column_stride
+        seen["flat"] += flat
+        seen["phases"] += len(phases)
+    assert seen == {"flat": 5, "phases": 2}
 
 
 def test_schedules_false_keeps_tvm_default_loops(all_cases):

@@ -96,3 +96,23 @@ def test_pass_keeps_functions_already_scheduled_and_ignores_other_targets():
     assert set(schedule.applied) == {"fused_conv2d_relu"}
     gpu = ApplyCPUSchedules(tvm.target.Target({"kind": "cuda", "arch": "sm_90"}))
     assert gpu(mod).same_as(mod) and gpu.applied == {}
+
+
+@pytest.mark.parametrize("vec", [AVX512, AVX2], ids=["avx512", "avx2"])
+@pytest.mark.parametrize("channels, hw", [(24, 56), (48, 28), (12, 12), (1, 28)])
+def test_flat_tile_runs_whole_vectors_along_the_pixels(vec, channels, hw):
+    shape = WindowShape(1, channels, hw, hw, 64, channels, (3, 1), flat_pixels=True)
+    tile = plan_tile(shape, vec)
+    lanes = vec.lanes()
+    assert tile.flat == (hw % lanes != 0)  # rows that are whole vectors keep the row tile
+    if tile.flat:
+        assert tile.x_chunk == lanes and tile.row_block == 1
+        assert tile.accumulators <= vec.accumulators
+        assert (hw * hw) % (tile.x_chunk * tile.x_chunks) == 0 and channels % tile.oc_block == 0
+        tasks = channels // tile.oc_block * hw * hw // (tile.x_chunk * tile.x_chunks)
+        assert tasks >= 4 * vec.threads or (tile.oc_block, tile.x_chunks) == (1, 1)
+
+
+def test_flat_tile_needs_whole_vectors_of_pixels():
+    odd = WindowShape(1, 32, 14, 14, 64, 32, (3, 1), flat_pixels=True)  # 196 pixels: 12.25 vectors
+    assert not plan_tile(odd, AVX512).flat and plan_tile(odd, AVX512).x_chunk == 14

@@ -38,8 +38,12 @@ Tile sizes (`plan_tile`), for L vector lanes and A = 3/4 of the vector registers
   vector; a prime width such as 17 runs ~5x slower per multiply-add than an aligned one, yet 2.5x
   faster than scalar code), else the largest divisor <= L. Never a tail: a predicated tail
   scalarizes the whole loop (measured 7x slower). Non-power-of-two chunks (7, 14) cost split
-  loads; computing a padded width would avoid them (~15%) but needs another conv compute than
-  TOPI's, so it is left out.
+  loads (LLVM splits 14 lanes into 8 + 4 + 2). When the conv is one kernel column wide with unit
+  strides and its input rows are as wide as its output rows (k x 1 and 1 x 1 convs: the V half of
+  a Tai pair), pixel p = y * W + x reads input pixel p + ry * W, so rows and columns become one
+  flat pixel axis and the vectors run across row ends, full width (`plan_flat_tile`; ResNet-18's
+  56- and 28-wide 3x1 convs 10-20% faster). Computing a padded width for the other convs would
+  need another conv compute than TOPI's, so it is left out.
 - Budgets below count vectors of x_chunk lanes, each ceil(x_chunk / L) registers.
 - oc_block: the largest divisor of the output channels per group that is <= min(16, A), when one
   input vector is shared by several output channels (dense or grouped conv); 1 for depthwise
@@ -50,6 +54,11 @@ Tile sizes (`plan_tile`), for L vector lanes and A = 3/4 of the vector registers
   tile), else up to 4 rows (a divisor of the output height) within A, so narrow maps still fill
   the registers.
 - then shrink row_block, then oc_block, until there are at least 4 parallel tasks per thread.
+
+A window read with a column stride (x * 2 + rx) would gather its vector lane by lane; when it
+reads through a real padding pass, that pass stores the padded input as column phases instead
+(`_split_column_phases`), so every tap reads one contiguous vector (ResNet-18's 1x7 stride-2 stem
+half: 4x faster in the model).
 
 Maps narrower than a vector (the last stages of a CNN at 32x32 are 4, 2 and 1 pixels wide) leave
 most lanes of a row vector empty, and a 1-wide map runs scalar. For those, the build's Relax pass
@@ -65,6 +74,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tvm import s_tir, tirx
+from tvm.tirx import IndexMap
 from tvm.s_tir.dlight.analysis import get_root_block
 from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 from tvm.s_tir.schedule import ScheduleError
@@ -78,7 +88,7 @@ from ._cpu import CPUVectorInfo, cpu_vector_info
 MAX_OC_BLOCK = 16
 MAX_ROW_BLOCK = 4
 TASKS_PER_THREAD = 4
-PARALLEL_PAD_ELEMENTS = 1 << 18  # 1 MiB of float32: below this a padding pass stays serial
+PARALLEL_PAD_ELEMENTS = 1 << 15  # 128 KiB of float32: below this a padding pass stays serial
 MIN_PARALLEL_WORK = 1 << 18  # multiply-adds (or window reads); ~2 us on one core, less than a fork-join
 # channel-vectorized convs on tiny maps read each weight once or a few times: bound by streaming the
 # weights, which two cores do faster than one from a smaller size (ResNet-18 1x1-map conv, 98K MACs:
@@ -103,6 +113,10 @@ class WindowShape:
     out_per_group: int
     kernel: tuple[int, int]
     channels_last_weight: bool = False  # weight[rc, ry, rx, f] (IHWO): vectorize across channels
+    # output pixel p = y * out_w + x reads input pixel p + ry * dilation * out_w (unit strides, one
+    # kernel column, input rows as wide as the output's): a vector may run across row ends
+    flat_pixels: bool = False
+    column_stride: int = 1  # input columns per output column (x * stride + rx * dilation)
 
     @property
     def work(self) -> int:
@@ -113,12 +127,17 @@ class WindowShape:
 
 @dataclass(frozen=True)
 class Tile:
-    """The register tile: `oc_block` channels x `row_block` rows x `x_chunks` vectors of `x_chunk` lanes."""
+    """The register tile: `oc_block` channels x `row_block` rows x `x_chunks` vectors of `x_chunk` lanes.
+
+    `flat`: rows and columns are one pixel axis (see `WindowShape.flat_pixels`), the vectors run
+    along it across row ends, and `row_block` is 1.
+    """
 
     oc_block: int
     row_block: int
     x_chunk: int
     x_chunks: int
+    flat: bool = False
 
     @property
     def accumulators(self) -> int:
@@ -137,7 +156,10 @@ def choose_x_chunk(width: int, lanes: int) -> int:
 
 def plan_tile(shape: WindowShape, vec: CPUVectorInfo) -> Tile:
     """Register tile for `shape` on a CPU with `vec` (the heuristic in the module docstring)."""
-    x_chunk = choose_x_chunk(shape.out_w, vec.lanes())
+    lanes = vec.lanes()
+    if shape.flat_pixels and shape.out_w % lanes and (shape.out_h * shape.out_w) % lanes == 0:
+        return plan_flat_tile(shape, vec)
+    x_chunk = choose_x_chunk(shape.out_w, lanes)
     budget = vec.accumulators // -(-x_chunk // vec.lanes())  # in vectors of x_chunk lanes
     row_chunks = shape.out_w // x_chunk
     oc_block = largest_divisor(shape.out_per_group, min(MAX_OC_BLOCK, budget))
@@ -155,6 +177,25 @@ def plan_tile(shape: WindowShape, vec: CPUVectorInfo) -> Tile:
         else:
             oc_block = largest_divisor(shape.out_per_group, oc_block - 1)
     return Tile(oc_block, row_block, x_chunk, x_chunks)
+
+
+def plan_flat_tile(shape: WindowShape, vec: CPUVectorInfo) -> Tile:
+    """Tile of full vectors along the flat pixel axis: as many output channels as fit, then as
+    many vectors; fewer vectors, then fewer channels, until there are enough parallel tasks."""
+    lanes = vec.lanes()
+    vectors = shape.out_h * shape.out_w // lanes
+    oc_block = largest_divisor(shape.out_per_group, min(MAX_OC_BLOCK, vec.accumulators))
+    x_chunks = largest_divisor(vectors, vec.accumulators // oc_block)
+
+    def tasks() -> int:
+        return shape.batch * (shape.channels // oc_block) * (vectors // x_chunks)
+
+    while tasks() < TASKS_PER_THREAD * vec.threads and (x_chunks > 1 or oc_block > 1):
+        if x_chunks > 1:
+            x_chunks = largest_divisor(vectors, x_chunks - 1)
+        else:
+            oc_block = largest_divisor(shape.out_per_group, oc_block - 1)
+    return Tile(oc_block, 1, lanes, x_chunks, flat=True)
 
 
 @dataclass
@@ -190,8 +231,14 @@ def _window_shape(block: s_tir.SBlock) -> WindowShape | None:
     if len(detect_linear_equation(data.region[3].min, [x, block.iter_vars[-1].var])) != 3:
         return None
     kernel = (extents[-2], extents[-1])
+    row_step = detect_linear_equation(data.region[2].min, [y])
+    column_step = detect_linear_equation(data.region[3].min, [x])
+    column_stride = int_value(column_step[0]) or 1
+    flat = (kernel[1] == 1 and int_value(data.source.shape[3]) == extents[3]
+            and int_value(row_step[0]) == 1 and column_stride == 1)
     if not is_conv:
-        return WindowShape(extents[0], extents[1], extents[2], extents[3], 0, 1, kernel)
+        return WindowShape(extents[0], extents[1], extents[2], extents[3], 0, 1, kernel,
+                           flat_pixels=flat, column_stride=column_stride)
     in_per_group = extents[4]
     in_channels = int_value(data.source.shape[1])
     groups = (in_channels // in_per_group) if in_channels else 0
@@ -200,7 +247,7 @@ def _window_shape(block: s_tir.SBlock) -> WindowShape | None:
     weight = next(r for r in reads if r is not data)
     channels_last = groups == 1 and len(weight.region) == 4 and weight.region[3].min.same_as(c)
     return WindowShape(extents[0], extents[1], extents[2], extents[3], in_per_group,
-                       extents[1] // groups, kernel, channels_last)
+                       extents[1] // groups, kernel, channels_last, flat, column_stride)
 
 
 def match_window(sch: s_tir.Schedule) -> WindowBlocks | None:
@@ -232,10 +279,8 @@ def _schedule_padding(sch: s_tir.Schedule, pad) -> None:
     A small pad (most of them) runs on the calling thread: a parallel region of its own costs a
     thread-pool round trip, which on a loaded machine is more than the copy.
     """
+    padded_elements = _elements(sch.get(pad).writes[0].source)
     loops = sch.get_loops(pad)
-    padded_elements = 1
-    for buffer_extent in sch.get(pad).writes[0].source.shape:
-        padded_elements *= int_value(buffer_extent) or 1
     try:
         parts = [sch.decompose_padding(pad, loops[0]), pad]
     except ScheduleError:  # no padding predicate: a plain copy, read in place instead
@@ -252,6 +297,10 @@ def schedule_window(sch: s_tir.Schedule, blocks: WindowBlocks, tile: Tile) -> No
     """Apply the direct-convolution schedule of the module docstring to `blocks` in `sch`."""
     window = blocks.window
     writer = register_accumulator(sch, window, blocks.epilogue)
+    if tile.flat:
+        _schedule_flat_window(sch, blocks, writer, tile)
+        return
+    pads = [pad for pad in blocks.pads if not _split_column_phases(sch, pad, blocks.shape.column_stride)]
     loops = sch.get_loops(window)
     n, f, y, x = loops[:4]
     reduction = loops[4:]
@@ -268,6 +317,82 @@ def schedule_window(sch: s_tir.Schedule, blocks: WindowBlocks, tile: Tile) -> No
     sch.vectorize(x_lane)
     vectorized_init(sch, window, reduction[0], tile_depth=2)  # below the task loop and x_outer
     vectorize_innermost(sch, writer, tile.x_chunk)
+    for pad in pads:
+        _schedule_padding(sch, pad)
+
+
+def _split_column_phases(sch: s_tir.Schedule, pad, stride: int) -> bool:
+    """Store a padded input that is read with a column stride s > 1 as s phases, column x at
+    [x % s, x // s], and schedule its padding pass; False (nothing done) when it does not apply.
+
+    Tap rx of output column x then reads phase rx % s at x + rx // s: contiguous in x, so a vector
+    of outputs is one load instead of a lane-by-lane gather. The gather moves to the padding pass,
+    which reads each input value once (a 1x7 stride-2 stem conv: 0.62 -> 0.30 ms). Only a pass
+    that really pads is split: a plain copy is read in place (a 1x1 stride-2 conv reads a quarter
+    of its input, and a phase copy would write all of it).
+    """
+    block = sch.get(pad)
+    padded, source = block.writes[0].source, block.reads[0].source if len(block.reads) == 1 else None
+    width = int_value(padded.shape[-1])
+    if (stride < 2 or source is None or len(padded.shape) != 4 or width is None or width % stride
+            or int_value(source.shape[-1]) == width):
+        return False
+    phases = IndexMap.from_func(lambda n, c, y, x: (n, c, y, x % stride, x // stride))
+    sch.transform_layout(pad, ("write", 0), phases)
+    sch.transform_block_layout(pad, phases)
+    *rows, _phase, columns = sch.get_loops(pad)
+    if _elements(padded) >= PARALLEL_PAD_ELEMENTS:
+        sch.parallel(sch.fuse(*rows))
+    sch.vectorize(columns)
+    return True
+
+
+def _elements(buffer) -> int:
+    count = 1
+    for extent in buffer.shape:
+        count *= int_value(extent) or 1
+    return count
+
+
+def _flatten_pixels(sch: s_tir.Schedule, block, width: int) -> None:
+    """Make (y, x) of `block` one iterator y * width + x (a bijection: no work is added)."""
+    spatial = len(sch.get(block).iter_vars)
+    sch.transform_block_layout(block, IndexMap.from_func(
+        lambda n, f, y, x, *reduction: (n, f, y * width + x, *reduction), ndim=spatial))
+
+
+def _schedule_flat_window(sch: s_tir.Schedule, blocks: WindowBlocks, writer, tile: Tile) -> None:
+    """schedule_window along one pixel axis: tasks are channel blocks x runs of whole vectors.
+
+    Both the reduction and the output writer iterate over p = y * W + x, and the register tile is
+    indexed by p, so the writer's tile is one contiguous run of p below the task loop. After buffer
+    flattening every access is linear in p (input p + ry * W, output p), so each vector is one
+    load or store: a 56-wide row is 3.5 vectors of 16, which by rows would be 4 of 14 lanes each,
+    split by LLVM into 8 + 4 + 2 (ResNet-18's 3x1 conv on 56x56: 0.25 -> 0.20 ms).
+    """
+    window, width = blocks.window, blocks.shape.out_w
+    if len(sch.get(writer).iter_vars) != 4:
+        raise ScheduleError("the fused epilogue does not write an NCHW map")
+    sch.transform_layout(window, ("write", 0), lambda n, f, y, x: (n, f, y * width + x))
+    _flatten_pixels(sch, window, width)
+    _flatten_pixels(sch, writer, width)
+    n, f, pixels, *reduction = sch.get_loops(window)
+    f_outer, f_inner = sch.split(f, [None, tile.oc_block])
+    p_outer, p_chunk, p_lane = sch.split(pixels, [None, tile.x_chunks, tile.x_chunk])
+    sch.reorder(n, f_outer, p_outer, *reduction, f_inner, p_chunk, p_lane)
+    tasks = sch.fuse(n, f_outer, p_outer)
+    if blocks.shape.work >= MIN_PARALLEL_WORK:
+        sch.parallel(tasks)
+    sch.reverse_compute_at(writer, tasks)
+    for loop in (reduction[-1], f_inner, p_chunk):
+        sch.unroll(loop)
+    sch.vectorize(p_lane)
+    vectorized_init(sch, window, reduction[0], tile_depth=1)
+    *out_channels, out_pixels = sch.get_loops(writer)[1:]  # a 1-channel tile has no channel loop
+    out_vector, out_lane = sch.split(out_pixels, [None, tile.x_chunk])
+    for loop in (*out_channels, out_vector):
+        sch.unroll(loop)
+    sch.vectorize(out_lane)
     for pad in blocks.pads:
         _schedule_padding(sch, pad)
 
