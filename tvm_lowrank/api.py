@@ -8,6 +8,7 @@ references. The artifact only replaces an earlier one after it verified.
 from __future__ import annotations
 
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import numpy as np
 from . import __version__
 from .artifact import Artifact, ReferenceData, load_artifact, write_artifact
 from .decompose import load_rank_file, parse_rank_policy
-from .errors import DeviceError, VerificationError
+from .errors import DeviceError, OutdatedDatabaseWarning, VerificationError
 from .report import LayerRow, format_table, rows_from_records, totals
 from .verify import VerificationResult, compare
 
@@ -121,11 +122,19 @@ def compile_model(model, target: str = "x86-avx2", method: str = "tai", rank="en
     executable = _build_for_target(mod, target_spec, database_dir)
     schedules = None
     if database_dir is not None:
-        from .tune import database_coverage
+        from .tune import database_coverage, outdated_kernels
 
         coverage = database_coverage(mod, target_spec, database_dir)
         schedules = {"database": str(database_dir), "kernels": len(coverage),
-                     "kernels_from_database": sum(v is not None for v in coverage.values())}
+                     "kernels_from_database": sum(v is not None for v in coverage.values()),
+                     "outdated_kernels": outdated_kernels(mod, target_spec, database_dir)}
+        if schedules["outdated_kernels"]:
+            warnings.warn(OutdatedDatabaseWarning(
+                f"{database_dir}: {len(schedules['outdated_kernels'])} kernel(s) of this build were tuned "
+                "before our default schedules changed, and a record the build applies may now be "
+                "slower than the default: tune this model again for the target (it measures today's "
+                f"schedules against the records): {', '.join(schedules['outdated_kernels'])}"),
+                stacklevel=2)
 
     inputs, labels = _reference_inputs(source.example_input, num_random_inputs, num_real_inputs)
     original_outputs = _run_each(source.run, inputs)

@@ -21,6 +21,9 @@ def _cmd_compile(args) -> int:
     if schedules:
         print(f"tuned kernels: {schedules['kernels_from_database']} of {schedules['kernels']} "
               f"from {schedules['database']}")
+        if schedules.get("outdated_kernels"):
+            print(f"tuned before today's default schedules (re-tune): {len(schedules['outdated_kernels'])} "
+                  "kernel(s)")
     cuda = result.artifact.manifest.get("cuda")
     if cuda:
         print(f"CUDA kernels: fatbin for {cuda['arch']} (loads with the TVM runtime alone)"

@@ -53,3 +53,8 @@ class TuningDatabaseError(LowRankError):
 class TrainingError(LowRankError, ValueError):
     """A training method cannot run as asked: unknown method or dataset, a model without the layers
     the method needs, a malformed schedule or output path; names the method, model or value."""
+
+
+class OutdatedDatabaseWarning(UserWarning):
+    """A tuning database holds records for a build's kernels but none of today's default schedules:
+    it was tuned before they changed, and the record it applies may be the slower one."""

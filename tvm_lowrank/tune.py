@@ -24,6 +24,9 @@ How this differs from ``ms.relax_integration.tune_relax``:
   search, its best records and its seed are measured again (`confirm_top`) and the new times
   committed: one measurement caught by a load spike would otherwise rank a schedule for good
   (seen here: a seed timed at 14 ms instead of 0.3 ms lost to a slower searched schedule).
+- Staleness. A record is a schedule timed against the default schedules of its day; after ours
+  improve, `outdated_kernels` finds the kernels whose records lack today's default (the compile
+  manifest lists them and warns), and tuning again measures it against them.
 - Speed. MetaSchedule's LocalBuilder starts fresh worker processes for every batch, and each
   imports all of TVM's tensor intrinsics (CUDA's included: over a minute on a busy 2-core machine);
   the builder here keeps its workers and registers only the target's CPU intrinsics.
@@ -642,3 +645,33 @@ def database_coverage(mod: tvm.IRModule, target: str | TargetSpec,
             best = _valid(records[0].run_secs) if records else None
         coverage[task.task_name] = best
     return coverage
+
+
+def outdated_kernels(mod: tvm.IRModule, target: str | TargetSpec,
+                     database_dir: str | Path | None = None) -> list[str]:
+    """Kernels of `mod` whose database records were all tuned against other default schedules
+    than today's: none of them is the schedule our rules now give the kernel.
+
+    The build applies a kernel's best record, and a tuning run records our schedule next to the
+    searched ones, so a database tuned before our schedules changed may apply a record slower
+    than today's default. Tuning again fixes it (it measures today's schedule against the
+    records, and costs one measurement per such kernel plus the re-measurement of the best).
+    Each record is compared with our schedule for the target it was tuned for (its thread count
+    shapes our tiles), so the answer does not depend on this machine.
+    """
+    target = load_target(target) if not isinstance(target, TargetSpec) else target
+    database_dir = Path(database_dir) if database_dir is not None else default_database_dir(target)
+    database = open_database(database_dir, target)
+    outdated = []
+    for task in extract_tuning_tasks(mod, target):
+        workload = task.dispatched[0]
+        if not database.has_workload(workload):
+            continue
+        records = database.get_top_k(database.commit_workload(workload), 1 << 30)
+        if not records:
+            continue
+        ours = seed_schedule(workload, records[0].target)
+        if ours is not None and _trace_key(ours.trace) not in {_trace_key(r.trace) for r in records}:
+            outdated.append(task.task_name)
+    return outdated
+

@@ -5,13 +5,14 @@ minutes on a loaded 2-core machine; the searches find little, but every mechanis
 """
 
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
 
 import tune_models
 from tvm_lowrank.api import prepare_model
+from tvm_lowrank.schedule import cpu_conv
 from tvm_lowrank.targets import host_cpu_target, load_target
 from tvm_lowrank.tune import tune_module
 
@@ -49,3 +50,11 @@ def database_copy(tuned, tmp_path):
     copy = tmp_path / "db"
     shutil.copytree(tuned.database, copy)
     return copy
+
+
+@pytest.fixture
+def schedules_changed(monkeypatch):
+    """Our conv schedules change after tuning: tiles planned for a quarter of the vector registers."""
+    planned_for = cpu_conv.cpu_vector_info
+    monkeypatch.setattr(cpu_conv, "cpu_vector_info",
+                        lambda target: replace(planned_for(target), registers=8))

@@ -2,11 +2,15 @@
 
 import shutil
 
+import pytest
+
 from conftest import TRIALS
 from tvm_lowrank.artifact import load_artifact
 from tvm_lowrank.cli import main
+from tvm_lowrank.errors import OutdatedDatabaseWarning
 
 MODEL = "tune_models:two_convs"
+
 
 
 def test_tune_rerun_then_compile_with_schedules(tuned, tmp_path, capsys):
@@ -22,7 +26,18 @@ def test_tune_rerun_then_compile_with_schedules(tuned, tmp_path, capsys):
     assert "tuned kernels: 2 of 2" in capsys.readouterr().out
     manifest = load_artifact(out).manifest
     assert manifest["schedules"]["kernels_from_database"] == 2
+    assert manifest["schedules"]["outdated_kernels"] == []
     assert manifest["verification"]["passed"]
+
+
+def test_compile_warns_when_the_database_predates_our_schedules(tuned, tmp_path, capsys,
+                                                                 schedules_changed):
+    out = tmp_path / "artifact"
+    with pytest.warns(OutdatedDatabaseWarning, match="tune this model again"):
+        assert main(["compile", MODEL, "--target", tuned.target.name, "--method", "dense", "--out", str(out),
+                     "--schedules", str(tuned.database)]) == 0
+    assert "tuned before today's default schedules (re-tune): 2 kernel(s)" in capsys.readouterr().out
+    assert len(load_artifact(out).manifest["schedules"]["outdated_kernels"]) == 2
 
 
 def test_tune_reports_a_damaged_database(tuned, tmp_path, capsys):

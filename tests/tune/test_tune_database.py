@@ -16,7 +16,7 @@ from tvm_lowrank.build import build, compile_pipeline, run_vm
 from tvm_lowrank.database import RECORD_FILE, WORKLOAD_FILE, check_database, merge_database
 from tvm_lowrank.errors import TuningDatabaseError
 from tvm_lowrank.targets import load_target
-from tvm_lowrank.tune import database_coverage, extract_tuning_tasks, tune_module
+from tvm_lowrank.tune import database_coverage, extract_tuning_tasks, outdated_kernels, tune_module
 
 
 def _same_schedule(func: tvm.tirx.PrimFunc, other: tvm.tirx.PrimFunc) -> bool:
@@ -26,6 +26,7 @@ def _same_schedule(func: tvm.tirx.PrimFunc, other: tvm.tirx.PrimFunc) -> bool:
 
 def _files(database):
     return {name: (database / name).read_bytes() for name in (WORKLOAD_FILE, RECORD_FILE)}
+
 
 
 def test_every_task_has_its_budget_of_records(tuned):
@@ -93,6 +94,18 @@ def test_rerun_and_shared_workloads_measure_nothing(tuned, database_copy):
     shared = tune_module(other, tuned.target, database_copy, trials=3, min_trials_per_task=3,
                          progress=None, **FAST)
     assert [task.measured for task in shared.tasks] == [0] and _files(database_copy) == before
+
+
+def test_records_tuned_before_our_schedules_changed_are_found_and_retuning_fixes_them(
+        tuned, database_copy, request):
+    assert outdated_kernels(tuned.mod, tuned.target, database_copy) == []
+    request.getfixturevalue("schedules_changed")
+    outdated = outdated_kernels(tuned.mod, tuned.target, database_copy)
+    assert sorted(outdated) == sorted(task.name for task in tuned.result.tasks)
+    again = tune_module(tuned.mod, tuned.target, database_copy, trials=TRIALS, min_trials_per_task=3,
+                        progress=None, **FAST)
+    assert again.measured == len(outdated)  # today's schedule per kernel; the budget was spent
+    assert outdated_kernels(tuned.mod, tuned.target, database_copy) == []
 
 
 class _Interrupt(Exception):

@@ -7,7 +7,7 @@ from tvm_lowrank.database import SCHEDULES_DIR, check_database, shipped_database
 from tvm_lowrank.demo import DEMO_MODEL, DEMO_RANK
 from tvm_lowrank.models import create_model, model_input_shape
 from tvm_lowrank.targets import load_target
-from tvm_lowrank.tune import database_coverage
+from tvm_lowrank.tune import database_coverage, outdated_kernels
 
 SHIPPED = sorted(path.name for path in SCHEDULES_DIR.iterdir() if path.is_dir())
 
@@ -29,6 +29,8 @@ def test_shipped_database_is_valid_and_tunes_every_demo_kernel(name, method):
     coverage = database_coverage(prepared.mod, target, SCHEDULES_DIR / name)
     missing = sorted(kernel for kernel, seconds in coverage.items() if seconds is None)
     assert coverage and not missing, f"kernels without a tuned record in schedules/{name}: {missing}"
+    outdated = outdated_kernels(prepared.mod, target, SCHEDULES_DIR / name)
+    assert not outdated, f"schedules/{name} was tuned before our schedules changed: re-tune {outdated}"
 
 
 def test_no_shipped_database_for_an_untuned_target():
