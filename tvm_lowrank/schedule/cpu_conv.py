@@ -300,7 +300,7 @@ def schedule_window(sch: s_tir.Schedule, blocks: WindowBlocks, tile: Tile) -> No
     if tile.flat:
         _schedule_flat_window(sch, blocks, writer, tile)
         return
-    pads = [pad for pad in blocks.pads if not _split_column_phases(sch, pad, blocks.shape.column_stride)]
+    pads = [pad for pad in blocks.pads if not _split_column_phases(sch, pad, window)]
     loops = sch.get_loops(window)
     n, f, y, x = loops[:4]
     reduction = loops[4:]
@@ -321,8 +321,8 @@ def schedule_window(sch: s_tir.Schedule, blocks: WindowBlocks, tile: Tile) -> No
         _schedule_padding(sch, pad)
 
 
-def _split_column_phases(sch: s_tir.Schedule, pad, stride: int) -> bool:
-    """Store a padded input that is read with a column stride s > 1 as s phases, column x at
+def _split_column_phases(sch: s_tir.Schedule, pad, window) -> bool:
+    """Store a padded input that `window` reads with a column stride s > 1 as s phases, column x at
     [x % s, x // s], and schedule its padding pass; False (nothing done) when it does not apply.
 
     Tap rx of output column x then reads phase rx % s at x + rx // s: contiguous in x, so a vector
@@ -331,8 +331,12 @@ def _split_column_phases(sch: s_tir.Schedule, pad, stride: int) -> bool:
     that really pads is split: a plain copy is read in place (a 1x1 stride-2 conv reads a quarter
     of its input, and a phase copy would write all of it).
     """
-    block = sch.get(pad)
+    block, consumer = sch.get(pad), sch.get(window)
     padded, source = block.writes[0].source, block.reads[0].source if len(block.reads) == 1 else None
+    read = next((r for r in list(consumer.reads) if r.source.same_as(padded)), None)
+    if read is None or len(read.region) != 4:
+        return False
+    stride = int_value(detect_linear_equation(read.region[3].min, [consumer.iter_vars[3].var])[0]) or 1
     width = int_value(padded.shape[-1])
     if (stride < 2 or source is None or len(padded.shape) != 4 or width is None or width % stride
             or int_value(source.shape[-1]) == width):
@@ -356,9 +360,9 @@ def _elements(buffer) -> int:
 
 def _flatten_pixels(sch: s_tir.Schedule, block, width: int) -> None:
     """Make (y, x) of `block` one iterator y * width + x (a bijection: no work is added)."""
-    spatial = len(sch.get(block).iter_vars)
+    iterators = len(sch.get(block).iter_vars)
     sch.transform_block_layout(block, IndexMap.from_func(
-        lambda n, f, y, x, *reduction: (n, f, y * width + x, *reduction), ndim=spatial))
+        lambda n, f, y, x, *reduction: (n, f, y * width + x, *reduction), ndim=iterators))
 
 
 def _schedule_flat_window(sch: s_tir.Schedule, blocks: WindowBlocks, writer, tile: Tile) -> None:
