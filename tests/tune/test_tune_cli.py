@@ -12,7 +12,6 @@ from tvm_lowrank.errors import OutdatedDatabaseWarning
 MODEL = "tune_models:two_convs"
 
 
-
 def test_tune_rerun_then_compile_with_schedules(tuned, tmp_path, capsys):
     database = tmp_path / "db"
     shutil.copytree(tuned.database, database)

@@ -28,7 +28,6 @@ def _files(database):
     return {name: (database / name).read_bytes() for name in (WORKLOAD_FILE, RECORD_FILE)}
 
 
-
 def test_every_task_has_its_budget_of_records(tuned):
     tasks = tuned.result.tasks
     assert len(tasks) == 2

@@ -74,12 +74,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tvm import s_tir, tirx
-from tvm.tirx import IndexMap
 from tvm.s_tir.dlight.analysis import get_root_block
 from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 from tvm.s_tir.schedule import ScheduleError
 from tvm.sym.pattern import detect_linear_equation
 from tvm.target import Target
+from tvm.tirx import IndexMap
 
 from ._blocks import (epilogue_chain, has_trivial_binding, int_value, iter_kinds, largest_divisor,
                       register_accumulator, uses, vectorize_innermost, vectorized_init)
@@ -206,10 +206,12 @@ class WindowBlocks:
     window: object
     epilogue: list
     shape: WindowShape
+    data_pad: object = None  # the padding producer of the input the window slides over, if any
 
 
-def _window_shape(block: s_tir.SBlock) -> WindowShape | None:
-    """The shape of an NCHW conv (SSSSRRR) or pooling (SSSSRR) block, or None for anything else."""
+def _window_shape(block: s_tir.SBlock):
+    """(shape, the input buffer the window slides over) of an NCHW conv (SSSSRRR) or pooling
+    (SSSSRR) block, or None for anything else."""
     kinds = iter_kinds(block)
     if kinds not in ("SSSSRRR", "SSSSRR") or len(block.writes) != 1:
         return None
@@ -238,7 +240,7 @@ def _window_shape(block: s_tir.SBlock) -> WindowShape | None:
             and int_value(row_step[0]) == 1 and column_stride == 1)
     if not is_conv:
         return WindowShape(extents[0], extents[1], extents[2], extents[3], 0, 1, kernel,
-                           flat_pixels=flat, column_stride=column_stride)
+                           flat_pixels=flat, column_stride=column_stride), data.source
     in_per_group = extents[4]
     in_channels = int_value(data.source.shape[1])
     groups = (in_channels // in_per_group) if in_channels else 0
@@ -247,7 +249,7 @@ def _window_shape(block: s_tir.SBlock) -> WindowShape | None:
     weight = next(r for r in reads if r is not data)
     channels_last = groups == 1 and len(weight.region) == 4 and weight.region[3].min.same_as(c)
     return WindowShape(extents[0], extents[1], extents[2], extents[3], in_per_group,
-                       extents[1] // groups, kernel, channels_last, flat, column_stride)
+                       extents[1] // groups, kernel, channels_last, flat, column_stride), data.source
 
 
 def match_window(sch: s_tir.Schedule) -> WindowBlocks | None:
@@ -258,10 +260,10 @@ def match_window(sch: s_tir.Schedule) -> WindowBlocks | None:
     reductions, a fan-out, dynamic extents) is left to the default schedule.
     """
     blocks = list(sch.get_child_blocks(get_root_block(sch)))
-    windows = [(rv, shape) for rv in blocks if (shape := _window_shape(sch.get(rv))) is not None]
+    windows = [(rv, found) for rv in blocks if (found := _window_shape(sch.get(rv))) is not None]
     if len(windows) != 1:
         return None
-    window, shape = windows[0]
+    window, (shape, data) = windows[0]
     if not has_trivial_binding(sch, window):
         return None
     pads = [rv for rv in sch.get_producers(window) if iter_kinds(sch.get(rv)) == "SSSS"]
@@ -270,7 +272,8 @@ def match_window(sch: s_tir.Schedule) -> WindowBlocks | None:
         return None
     if len(pads) + 1 + len(epilogue) != len(blocks):
         return None
-    return WindowBlocks(pads, window, epilogue, shape)
+    data_pad = next((pad for pad in pads if sch.get(pad).writes[0].source.same_as(data)), None)
+    return WindowBlocks(pads, window, epilogue, shape, data_pad)
 
 
 def _schedule_padding(sch: s_tir.Schedule, pad) -> None:
@@ -300,7 +303,9 @@ def schedule_window(sch: s_tir.Schedule, blocks: WindowBlocks, tile: Tile) -> No
     if tile.flat:
         _schedule_flat_window(sch, blocks, writer, tile)
         return
-    pads = [pad for pad in blocks.pads if not _split_column_phases(sch, pad, window)]
+    pads = blocks.pads
+    if blocks.data_pad is not None and _split_column_phases(sch, blocks.data_pad, blocks.shape.column_stride):
+        pads = [pad for pad in pads if pad is not blocks.data_pad]  # scheduled with its phases
     loops = sch.get_loops(window)
     n, f, y, x = loops[:4]
     reduction = loops[4:]
@@ -321,8 +326,8 @@ def schedule_window(sch: s_tir.Schedule, blocks: WindowBlocks, tile: Tile) -> No
         _schedule_padding(sch, pad)
 
 
-def _split_column_phases(sch: s_tir.Schedule, pad, window) -> bool:
-    """Store a padded input that `window` reads with a column stride s > 1 as s phases, column x at
+def _split_column_phases(sch: s_tir.Schedule, pad, stride: int) -> bool:
+    """Store a padded input that the window reads with a column stride s > 1 as s phases, column x at
     [x % s, x // s], and schedule its padding pass; False (nothing done) when it does not apply.
 
     Tap rx of output column x then reads phase rx % s at x + rx // s: contiguous in x, so a vector
@@ -331,12 +336,8 @@ def _split_column_phases(sch: s_tir.Schedule, pad, window) -> bool:
     that really pads is split: a plain copy is read in place (a 1x1 stride-2 conv reads a quarter
     of its input, and a phase copy would write all of it).
     """
-    block, consumer = sch.get(pad), sch.get(window)
+    block = sch.get(pad)
     padded, source = block.writes[0].source, block.reads[0].source if len(block.reads) == 1 else None
-    read = next((r for r in list(consumer.reads) if r.source.same_as(padded)), None)
-    if read is None or len(read.region) != 4:
-        return False
-    stride = int_value(detect_linear_equation(read.region[3].min, [consumer.iter_vars[3].var])[0]) or 1
     width = int_value(padded.shape[-1])
     if (stride < 2 or source is None or len(padded.shape) != 4 or width is None or width % stride
             or int_value(source.shape[-1]) == width):
