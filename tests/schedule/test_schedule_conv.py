@@ -200,9 +200,26 @@ def test_every_conv_and_pool_is_scheduled_parallel_and_vectorized(all_cases):
         assert int(func.attrs["tirx.is_scheduled"]) == 1, name
         assert "T.vectorized(" in text, name
         parallel_from = MIN_PARALLEL_CHANNEL_WORK if shapes[name].channels_last_weight else MIN_PARALLEL_WORK
-        assert ("T.parallel(" in text) == (work >= parallel_from), name
+        sch = s_tir.Schedule(func)
+        window_parallel = any(_in_parallel_loop(sch, block) for block in _blocks(sch)
+                              if not sch.get(block).name_hint.startswith("pad_temp"))
+        assert window_parallel == (work >= parallel_from), name
         parallel += work >= parallel_from
     assert parallel >= 3
+
+
+def _blocks(sch: s_tir.Schedule) -> list:
+    """Every block of a scheduled kernel, nested ones (init, update) included."""
+    found, stack = [], sch.get_child_blocks(get_root_block(sch))
+    while stack:
+        block = stack.pop()
+        found.append(block)
+        stack.extend(sch.get_child_blocks(block))
+    return found
+
+
+def _in_parallel_loop(sch: s_tir.Schedule, block) -> bool:
+    return any(sch.get(loop).kind == tvm.tirx.ForKind.PARALLEL for loop in sch.get_loops(block))
 
 
 def _allocated_shapes(func) -> dict[str, tuple[int, ...]]:
@@ -246,8 +263,8 @@ def test_schedules_false_keeps_tvm_default_loops(all_cases):
     assert not any("T.parallel(" in text or "T.vectorized(" in text for text in texts)
 
 
-def _single_conv_module(width: int):
-    case = ConvCase("probe", 16, 32, (3, 1), (8, width), padding=(1, 0, 1, 0))
+def _single_conv_module(width: int, channels: int = 16, height: int = 8):
+    case = ConvCase("probe", channels, 32, (3, 1), (height, width), padding=(1, 0, 1, 0))
     x, weight, bias = _conv_args(case, np.random.default_rng(1))
     bb = relax.BlockBuilder()
     x_var = relax.Var("x", relax.TensorType(x.shape, "float32"))
@@ -256,6 +273,22 @@ def _single_conv_module(width: int):
             out = bb.emit_output(_relax_conv(bb, case, x_var, weight, bias))
         bb.emit_func_output(out)
     return bb.get()
+
+
+@pytest.mark.parametrize("channels, size, expected", [
+    (4, 8, {"pad_temp": False, "pad_temp_pad_const": False}),  # 320 floats: serial fill + copy
+    (32, 28, {"pad_temp": True}),  # 27K: one parallel pass with bounds checks
+    (64, 56, {"pad_temp": True, "pad_temp_pad_const": True}),  # 208K: parallel fill + parallel copy
+], ids=["small", "medium", "large"])
+def test_padding_pass_is_scheduled_by_its_size(channels, size, expected):
+    """{padding block: whether it runs in a parallel loop}, by padded size (PARALLEL_PAD_ELEMENTS,
+    SINGLE_PASS_PAD_ELEMENTS)."""
+    lowered = compile_pipeline(load_target("x86-avx512"))(_single_conv_module(size, channels, size))
+    kernel = next(func for gv, func in lowered.functions_items() if "conv2d" in gv.name_hint)
+    sch = s_tir.Schedule(kernel)
+    pads = {sch.get(block).name_hint: _in_parallel_loop(sch, block) for block in _blocks(sch)
+            if sch.get(block).name_hint.startswith("pad_temp")}
+    assert pads == expected
 
 
 AARCH64_NEON = TargetSpec("aarch64-neon", "cross build, assembly only", {

@@ -25,10 +25,11 @@ The schedule (classic direct convolution, one output tile in registers):
 `acc` is a "local" buffer of oc_block x row_block x (x_chunks x x_chunk) floats whose indices are all
 constant after unrolling, so LLVM keeps it in vector registers: each input vector load feeds
 `oc_block` FMAs and each broadcast weight feeds `row_block x x_chunks` FMAs. The padding block stays
-a separate pass over the input (a vectorized zero fill plus a vectorized copy of the interior,
-serial unless the tensor is large), measured faster than both alternatives: inlining its bounds
-checks into the reduction (2.5x slower for a 3x1 conv, even with row-only padding) and computing
-each task's padded rows inside the parallel loop (recomputed once per output-channel block).
+a separate pass over the input (vectorized; a zero fill plus a copy of the interior, or for
+medium sizes one parallel pass with bounds checks: `_schedule_padding`), measured faster than
+both alternatives: inlining its bounds checks into the reduction (2.5-6x slower for a 3x1 conv,
+even with row-only padding) and computing each task's padded rows inside the parallel loop
+(recomputed once per output-channel block).
 
 Tile sizes (`plan_tile`), for L vector lanes and A = 3/4 of the vector registers (24 on AVX-512,
 12 on AVX2, 24 on NEON):
@@ -73,6 +74,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import tvm
 from tvm import s_tir, tirx
 from tvm.s_tir.dlight.analysis import get_root_block
 from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
@@ -85,10 +87,13 @@ from ._blocks import (epilogue_chain, has_trivial_binding, int_value, iter_kinds
                       register_accumulator, uses, vectorize_innermost, vectorized_init)
 from ._cpu import CPUVectorInfo, cpu_vector_info
 
+_IF_THEN_ELSE = tvm.ir.Op.get("prim.if_then_else")
+
 MAX_OC_BLOCK = 16
 MAX_ROW_BLOCK = 4
 TASKS_PER_THREAD = 4
-PARALLEL_PAD_ELEMENTS = 1 << 15  # 128 KiB of float32: below this a padding pass stays serial
+PARALLEL_PAD_ELEMENTS = 1 << 15  # 128 KiB of float32: from here a zero fill + copy, both parallel
+SINGLE_PASS_PAD_ELEMENTS = 1 << 12  # 16 KiB: from here one parallel pass with the bounds check
 MIN_PARALLEL_WORK = 1 << 18  # multiply-adds (or window reads); ~2 us on one core, less than a fork-join
 # channel-vectorized convs on tiny maps read each weight once or a few times: bound by streaming the
 # weights, which two cores do faster than one from a smaller size (ResNet-18 1x1-map conv, 98K MACs:
@@ -277,13 +282,22 @@ def match_window(sch: s_tir.Schedule) -> WindowBlocks | None:
 
 
 def _schedule_padding(sch: s_tir.Schedule, pad) -> None:
-    """A zero fill plus an interior copy, both vectorized along rows; parallel only when large.
+    """Schedule a padding pass by its size: serial zero fill + interior copy when small, one parallel
+    pass that checks bounds per element when medium, a parallel zero fill + copy when large.
 
-    A small pad (most of them) runs on the calling thread: a parallel region of its own costs a
-    thread-pool round trip, which on a loaded machine is more than the copy.
+    Each parallel region costs a thread-pool round trip, so a small pad (a 4x4 map) stays on the
+    calling thread. A medium one (16-128 KiB: the 28-wide maps of the Fashion-MNIST VGG) is split
+    over the threads in one region rather than two, which made that VGG 6-10% faster and
+    ResNet-18 at 32x32 2-3% (same process, interleaved); from 128 KiB the checked pass costs more
+    than the second region (VGG at 224x224 2-6% slower with it), so big pads keep the two passes.
     """
     padded_elements = _elements(sch.get(pad).writes[0].source)
     loops = sch.get_loops(pad)
+    if (SINGLE_PASS_PAD_ELEMENTS <= padded_elements < PARALLEL_PAD_ELEMENTS and len(loops) > 1
+            and _checks_bounds(sch.get(pad))):
+        sch.parallel(sch.fuse(*loops[:-1]))
+        sch.vectorize(loops[-1])
+        return
     try:
         parts = [sch.decompose_padding(pad, loops[0]), pad]
     except ScheduleError:  # no padding predicate: a plain copy, read in place instead
@@ -294,6 +308,13 @@ def _schedule_padding(sch: s_tir.Schedule, pad) -> None:
         if len(loops) > 1 and padded_elements >= PARALLEL_PAD_ELEMENTS:
             sch.parallel(sch.fuse(*loops[:-1]))
         sch.vectorize(loops[-1])
+
+
+def _checks_bounds(pad_block) -> bool:
+    """Whether a padding block really pads (its value is an if_then_else on the bounds), rather than
+    copying its input unchanged."""
+    value = pad_block.body.value
+    return isinstance(value, tvm.ir.Call) and value.op.same_as(_IF_THEN_ELSE)
 
 
 def schedule_window(sch: s_tir.Schedule, blocks: WindowBlocks, tile: Tile) -> None:
