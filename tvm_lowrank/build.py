@@ -3,7 +3,8 @@
 The pipeline is TVM's per-target default (``relax.get_default_pipeline``), which unlike
 ``relax_pipeline="default"`` fuses ops on CPU. With a tuning database the database is applied
 right after fusion, where TVM's zero pipeline applies it, so the fused functions match the
-workloads that MetaSchedule tuned on the zero pipeline's output. On llvm (CPU) targets our default
+workloads that MetaSchedule tuned on the zero pipeline's output; per kernel it applies the fastest
+record unless our own schedule is within a few percent of it (`applied_records`). On llvm (CPU) targets our default
 schedules (`tvm_lowrank.schedule.ApplyCPUSchedules`) then schedule every function the database did
 not, since TVM's own untuned CPU code is scalar; ``schedules=False`` leaves them out.
 """
@@ -70,8 +71,8 @@ def compile_pipeline(target: TargetSpec, database_dir: str | Path | None = None,
     """The Relax pipeline for `target`; with `database_dir`, tuned schedules are applied after fusion.
 
     `database_dir` is a MetaSchedule JSONDatabase work_dir (database_workload.json and
-    database_tuning_record.json); functions it has no record for keep their default schedule,
-    which on llvm targets is ours (`tvm_lowrank.schedule`) unless `schedules` is False.
+    database_tuning_record.json); each kernel gets the record `applied_records.choose_record` picks,
+    and functions it has no record for keep their default schedule, which on llvm targets is ours (`tvm_lowrank.schedule`) unless `schedules` is False.
     """
     tvm_target = target.tvm_target()
     cpu_schedules = schedules and tvm_target.kind.name == "llvm"
@@ -84,16 +85,17 @@ def compile_pipeline(target: TargetSpec, database_dir: str | Path | None = None,
         with tvm_target:  # the database pass and its records are keyed by the current target
             legalize = list(backend.legalize_passes(tvm_target))
             after_fusion = next(i for i, p in enumerate(legalize) if p.info.name == "FuseTIR") + 1
-            scheduling = []
+            mod = tvm.transform.Sequential(fusion_passes(tvm_target))(mod)
             if database_dir is not None:
-                scheduling.append(relax.transform.MetaScheduleApplyDatabase(str(database_dir)))
+                from .applied_records import applied_database
+
+                with applied_database(mod, database_dir):
+                    mod = relax.transform.MetaScheduleApplyDatabase()(mod)
             if cpu_schedules:  # after the database: functions it scheduled are kept
                 from .schedule import ApplyCPUSchedules
 
-                scheduling.append(ApplyCPUSchedules(tvm_target))
-            passes = (fusion_passes(tvm_target)
-                      + scheduling
-                      + legalize[after_fusion:]
+                mod = ApplyCPUSchedules(tvm_target)(mod)
+            passes = (legalize[after_fusion:]
                       + list(backend.dataflow_lower_passes(tvm_target))
                       + list(backend.finalize_passes(tvm_target)))
             return tvm.transform.Sequential(passes)(mod)

@@ -24,6 +24,9 @@ How this differs from ``ms.relax_integration.tune_relax``:
   search, its best records and its seed are measured again (`confirm_top`) and the new times
   committed: one measurement caught by a load spike would otherwise rank a schedule for good
   (seen here: a seed timed at 14 ms instead of 0.3 ms lost to a slower searched schedule).
+- Applying. The build applies a kernel's fastest record only when it leads our schedule's record
+  by `applied_records.MIN_TUNED_GAIN` (5%): records are timed minutes apart on a machine whose
+  speed drifts, and near-ties went to schedules that ran slower in the model.
 - Staleness. A record is a schedule timed against the default schedules of its day; after ours
   improve, `outdated_kernels` finds the kernels whose records lack today's default (the compile
   manifest lists them and warns), and tuning again measures it against them.
@@ -631,8 +634,8 @@ def tune_model(model, target: str = "x86-avx2", method: str = "tai", rank="energ
 
 def database_coverage(mod: tvm.IRModule, target: str | TargetSpec,
                       database_dir: str | Path | None = None) -> dict[str, float | None]:
-    """For each kernel (task) of `mod`, the seconds of the best record the database would apply to
-    it, or None where the build falls back to the default schedule."""
+    """For each kernel (task) of `mod`, the seconds of its best record in the database, or None
+    where it has none and the build falls back to the default schedule."""
     target = load_target(target) if not isinstance(target, TargetSpec) else target
     database_dir = Path(database_dir) if database_dir is not None else default_database_dir(target)
     database = open_database(database_dir, target)

@@ -16,7 +16,9 @@ from tvm_lowrank.build import build, compile_pipeline, run_vm
 from tvm_lowrank.database import RECORD_FILE, WORKLOAD_FILE, check_database, merge_database
 from tvm_lowrank.errors import TuningDatabaseError
 from tvm_lowrank.targets import load_target
-from tvm_lowrank.tune import database_coverage, extract_tuning_tasks, outdated_kernels, tune_module
+from tvm_lowrank.applied_records import MIN_TUNED_GAIN, choose_record
+from tvm_lowrank.tune import (_trace_key, database_coverage, extract_tuning_tasks, outdated_kernels, seed_schedule,
+                              tune_module)
 
 
 def _same_schedule(func: tvm.tirx.PrimFunc, other: tvm.tirx.PrimFunc) -> bool:
@@ -41,38 +43,67 @@ def test_every_task_has_its_budget_of_records(tuned):
     assert any("best" in line and "ours" in line for line in tuned.lines), tuned.lines
 
 
-def test_build_applies_the_database_best_schedule_to_every_kernel(tuned):
+def test_build_applies_the_chosen_record_to_every_kernel(tuned):
     coverage = database_coverage(tuned.mod, tuned.target, tuned.database)
     assert set(coverage) == {task.name for task in tuned.result.tasks}
     assert all(seconds is not None for seconds in coverage.values())
     lowered = compile_pipeline(tuned.target, tuned.database)(tuned.mod)
     database = ms.database.JSONDatabase(work_dir=str(tuned.database))
     for task in extract_tuning_tasks(tuned.mod, tuned.target):
-        best = database.query_schedule(task.dispatched[0], tuned.target.tvm_target(), "main")
+        workload = task.dispatched[0]
+        records = database.get_top_k(database.commit_workload(workload), 1 << 30)
+        ours = seed_schedule(workload, records[0].target)
+        chosen = choose_record(records, _trace_key(ours.trace))
+        expected = s_tir.Schedule(workload)
+        chosen.trace.apply_to_schedule(expected, remove_postproc=False)
         built = lowered[task.task_name]
-        assert _same_schedule(built, best.mod["main"]), task.task_name
+        assert _same_schedule(built, expected.mod["main"]), task.task_name
         assert built.attrs["tirx.is_scheduled"]
+
+
+def _searched_record(tuned, database_dir):
+    """(database, workload, a record of the first task whose schedule is not ours, its schedule,
+    our schedule's record), or a skip when the search measured only ours."""
+    untuned = compile_pipeline(tuned.target)(tuned.mod)
+    database = ms.database.JSONDatabase(work_dir=str(database_dir))
+    task = extract_tuning_tasks(tuned.mod, tuned.target)[0]
+    workload = database.commit_workload(task.dispatched[0])
+    searched, ours = None, None
+    for record in database.get_top_k(workload, 100):
+        candidate = s_tir.Schedule(task.dispatched[0])
+        record.trace.apply_to_schedule(candidate, remove_postproc=False)
+        if _same_schedule(candidate.mod["main"], untuned[task.task_name]):
+            ours = ours or record
+        elif searched is None:
+            searched = (record, candidate)
+    if searched is None or ours is None:
+        pytest.skip("the search measured nothing but our own schedule")
+    return database, workload, task, untuned, searched, ours
 
 
 def test_a_searched_schedule_that_wins_replaces_ours(tuned, database_copy):
     """Whether the few trials here beat our schedule is up to chance (and machine load); so one
     of the search's own schedules is made the fastest, and the build must switch to it."""
-    untuned = compile_pipeline(tuned.target)(tuned.mod)
-    database = ms.database.JSONDatabase(work_dir=str(database_copy))
-    task = extract_tuning_tasks(tuned.mod, tuned.target)[0]
-    workload = database.commit_workload(task.dispatched[0])
-    for record in database.get_top_k(workload, 100):
-        candidate = s_tir.Schedule(task.dispatched[0])
-        record.trace.apply_to_schedule(candidate, remove_postproc=False)
-        if not _same_schedule(candidate.mod["main"], untuned[task.task_name]):
-            break
-    else:
-        pytest.skip("the search measured nothing but our own schedule")
+    database, workload, task, untuned, (record, candidate), _ = _searched_record(tuned, database_copy)
     database.commit_tuning_record(ms.database.TuningRecord(
         record.trace, workload, [1e-9], record.target, record.args_info))
     lowered = compile_pipeline(tuned.target, database_copy)(tuned.mod)
     assert _same_schedule(lowered[task.task_name], candidate.mod["main"])
     assert not _same_schedule(lowered[task.task_name], untuned[task.task_name])
+
+
+@pytest.mark.parametrize("lead, replaces", [(MIN_TUNED_GAIN / 2, False), (MIN_TUNED_GAIN * 2, True)])
+def test_a_searched_schedule_replaces_ours_only_with_a_clear_lead(tuned, database_copy, lead, replaces):
+    """Records are timed minutes apart on a machine whose speed drifts: a few percent is noise."""
+    database, workload, task, untuned, (record, candidate), ours = _searched_record(tuned, database_copy)
+    ours_seconds = min(float(s) for r in database.get_top_k(workload, 100)
+                       if _trace_key(r.trace) == _trace_key(ours.trace) for s in r.run_secs)
+    database.commit_tuning_record(ms.database.TuningRecord(
+        record.trace, workload, [ours_seconds * (1 - lead)], record.target, record.args_info))
+    assert _trace_key(database.get_top_k(workload, 1)[0].trace) == _trace_key(record.trace)
+    built = compile_pipeline(tuned.target, database_copy)(tuned.mod)[task.task_name]
+    assert _same_schedule(built, candidate.mod["main"]) == replaces
+    assert _same_schedule(built, untuned[task.task_name]) == (not replaces)
 
 
 def test_tuned_build_matches_untuned_build(tuned):
