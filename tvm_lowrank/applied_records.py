@@ -5,7 +5,8 @@ MetaSchedule applies the record with the lowest time, and records of different s
 minutes apart, on a VM whose speed moves by up to 2x for minutes at a time. A searched schedule
 whose record is a few percent faster than ours often is not: on VGG-FMNIST 224x224 (Tai) a record
 1.8% ahead of ours in the database ran 13% slower in the model, and the tuned build 3-7% slower
-than the untuned one. Our schedule is the known quantity (it is what the untuned build runs), so a
+than the untuned one; on VGG-FMNIST 28x28 one 5% ahead made the whole model 4-7% slower (a 5% bar
+kept it, 10% does not). Our schedule is the known quantity (it is what the untuned build runs), so a
 searched one replaces it only with a clear lead; large gains (pooling, reductions, convs that our
 tiles fit badly: 1.3-12x here) still win.
 """
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import tvm
 
-MIN_TUNED_GAIN = 0.05  # a searched record must be this much faster than ours to be applied
+MIN_TUNED_GAIN = 0.10  # a searched record must be this much faster than ours to be applied
 
 
 def choose_record(records: Sequence, ours_key: str | None, min_gain: float = MIN_TUNED_GAIN):

@@ -25,7 +25,7 @@ How this differs from ``ms.relax_integration.tune_relax``:
   committed: one measurement caught by a load spike would otherwise rank a schedule for good
   (seen here: a seed timed at 14 ms instead of 0.3 ms lost to a slower searched schedule).
 - Applying. The build applies a kernel's fastest record only when it leads our schedule's record
-  by `applied_records.MIN_TUNED_GAIN` (5%): records are timed minutes apart on a machine whose
+  by `applied_records.MIN_TUNED_GAIN` (10%): records are timed minutes apart on a machine whose
   speed drifts, and near-ties went to schedules that ran slower in the model.
 - Staleness. A record is a schedule timed against the default schedules of its day; after ours
   improve, `outdated_kernels` finds the kernels whose records lack today's default (the compile
