@@ -14,7 +14,6 @@ tiles fit badly: 1.3-12x here) still win.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import tvm
 
@@ -25,12 +24,12 @@ def choose_record(records: Sequence, ours_key: str | None, min_gain: float = MIN
     """The record to apply among `records` (best first, as the database ranks them): the best,
     unless the one whose trace key is `ours_key` is within `min_gain` of it. Without our
     schedule among them (a database from before our schedules changed) the best is applied."""
-    from .tune import _trace_key, _valid
+    from .tune import _valid, trace_key
 
     if not records:
         return None
     best = records[0]
-    ours = next((r for r in records if ours_key is not None and _trace_key(r.trace) == ours_key), None)
+    ours = next((r for r in records if ours_key is not None and trace_key(r.trace) == ours_key), None)
     best_seconds = _valid(best.run_secs)
     ours_seconds = _valid(ours.run_secs) if ours is not None else None
     if ours_seconds is None or best_seconds is None or best_seconds < ours_seconds * (1 - min_gain):
@@ -38,9 +37,10 @@ def choose_record(records: Sequence, ours_key: str | None, min_gain: float = MIN
     return ours
 
 
-def applied_database(fused: tvm.IRModule, database_dir: str | Path, min_gain: float = MIN_TUNED_GAIN):
+def applied_database(fused: tvm.IRModule, stored, min_gain: float = MIN_TUNED_GAIN):
     """An in-memory MetaSchedule database holding, for each kernel of `fused` (the build's module
-    after fusion) that `database_dir` has records for, the one record `choose_record` picks.
+    after fusion) that the database `stored` (`database.open_database`) has records for, the one
+    record `choose_record` picks.
 
     Enter it (`with database:`) around `relax.transform.MetaScheduleApplyDatabase()`; kernels it
     has no record for keep the default schedule.
@@ -48,10 +48,8 @@ def applied_database(fused: tvm.IRModule, database_dir: str | Path, min_gain: fl
     from tvm.s_tir import meta_schedule as ms
     from tvm.s_tir.meta_schedule.tune_context import _normalize_mod
 
-    from .database import open_database
-    from .tune import _trace_key, seed_schedule
+    from .tune import seed_key
 
-    stored = open_database(database_dir)
     applied = ms.database.MemoryDatabase(module_equality="structural")
     for func in fused.functions.values():
         if not isinstance(func, tvm.tirx.PrimFunc) or func.attrs.get("tirx.is_scheduled", False):
@@ -62,8 +60,7 @@ def applied_database(fused: tvm.IRModule, database_dir: str | Path, min_gain: fl
         records = stored.get_top_k(stored.commit_workload(workload), 1 << 30)
         if not records:
             continue
-        ours = seed_schedule(workload, records[0].target)
-        record = choose_record(records, _trace_key(ours.trace) if ours is not None else None, min_gain)
+        record = choose_record(records, seed_key(workload, records[0].target), min_gain)
         applied.commit_tuning_record(ms.database.TuningRecord(
             record.trace, applied.commit_workload(workload), record.run_secs, record.target,
             record.args_info))

@@ -4,9 +4,10 @@ The pipeline is TVM's per-target default (``relax.get_default_pipeline``), which
 ``relax_pipeline="default"`` fuses ops on CPU. With a tuning database the database is applied
 right after fusion, where TVM's zero pipeline applies it, so the fused functions match the
 workloads that MetaSchedule tuned on the zero pipeline's output; per kernel it applies the fastest
-record unless our own schedule is within a few percent of it (`applied_records`). On llvm (CPU) targets our default
-schedules (`tvm_lowrank.schedule.ApplyCPUSchedules`) then schedule every function the database did
-not, since TVM's own untuned CPU code is scalar; ``schedules=False`` leaves them out.
+record unless our own schedule's is within 10% of it (`applied_records.MIN_TUNED_GAIN`). On llvm
+(CPU) targets our default schedules (`tvm_lowrank.schedule.ApplyCPUSchedules`) then schedule every
+function the database did not, since TVM's own untuned CPU code is scalar; ``schedules=False``
+leaves them out.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from .database import check_database
+from .applied_records import applied_database
+from .database import open_database
 from .errors import TargetError
 from .targets import TargetSpec
 
@@ -71,14 +73,17 @@ def compile_pipeline(target: TargetSpec, database_dir: str | Path | None = None,
     """The Relax pipeline for `target`; with `database_dir`, tuned schedules are applied after fusion.
 
     `database_dir` is a MetaSchedule JSONDatabase work_dir (database_workload.json and
-    database_tuning_record.json); each kernel gets the record `applied_records.choose_record` picks,
-    and functions it has no record for keep their default schedule, which on llvm targets is ours (`tvm_lowrank.schedule`) unless `schedules` is False.
+    database_tuning_record.json), checked here (TuningDatabaseError naming a damaged file or a
+    record of another target); each kernel gets the record `applied_records.choose_record` picks,
+    and functions it has no record for keep their default schedule, which on llvm targets is ours
+    (`tvm_lowrank.schedule`) unless `schedules` is False.
     """
     tvm_target = target.tvm_target()
     cpu_schedules = schedules and tvm_target.kind.name == "llvm"
     if database_dir is None and not cpu_schedules:
         return relax.get_default_pipeline(tvm_target)
     backend = _backend_pipeline(tvm_target)
+    stored = open_database(database_dir, target) if database_dir is not None else None
 
     @tvm.transform.module_pass(opt_level=0, name="LowRankBuildWithDatabase")
     def pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
@@ -86,10 +91,8 @@ def compile_pipeline(target: TargetSpec, database_dir: str | Path | None = None,
             legalize = list(backend.legalize_passes(tvm_target))
             after_fusion = next(i for i, p in enumerate(legalize) if p.info.name == "FuseTIR") + 1
             mod = tvm.transform.Sequential(fusion_passes(tvm_target))(mod)
-            if database_dir is not None:
-                from .applied_records import applied_database
-
-                with applied_database(mod, database_dir):
+            if stored is not None:
+                with applied_database(mod, stored):
                     mod = relax.transform.MetaScheduleApplyDatabase()(mod)
             if cpu_schedules:  # after the database: functions it scheduled are kept
                 from .schedule import ApplyCPUSchedules
@@ -105,9 +108,8 @@ def compile_pipeline(target: TargetSpec, database_dir: str | Path | None = None,
 
 def build(mod: tvm.IRModule, target: TargetSpec, database_dir: str | Path | None = None,
           schedules: bool = True) -> tvm.runtime.Executable:
-    """Compile `mod` (a Relax module with a "main") for `target` (`schedules`: see compile_pipeline)."""
-    if database_dir is not None:  # TVM would report a damaged file without naming it
-        check_database(database_dir, target)
+    """Compile `mod` (a Relax module with a "main") for `target` (`database_dir`, `schedules`: see
+    compile_pipeline)."""
     return tvm.compile(mod, target=target.tvm_target(),
                        relax_pipeline=compile_pipeline(target, database_dir, schedules))
 

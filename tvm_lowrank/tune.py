@@ -323,8 +323,16 @@ def seed_schedule(workload: tvm.IRModule, target: tvm.target.Target):
     return None
 
 
-def _trace_key(trace) -> str:
+def trace_key(trace) -> str:
+    """A schedule's identity across records: its trace as the database stores it."""
     return str(trace.as_json(remove_postproc=False))
+
+
+def seed_key(workload: tvm.IRModule, target: tvm.target.Target) -> str | None:
+    """The trace key of our schedule of `workload` for `target` (None where no rule applies).
+    Pass the target a record was tuned for: its thread count shapes our tiles."""
+    ours = seed_schedule(workload, target)
+    return trace_key(ours.trace) if ours is not None else None
 
 
 def _device_type(target: tvm.target.Target) -> str:
@@ -426,9 +434,9 @@ def _measure(mods, args_info, builder, runner, tvm_target) -> list[list[float] |
 def _measure_seed(task: TaskReport, sch, builder, runner, database, tvm_target, args_info) -> None:
     """Measure `sch` (the task's seed) unless the database has it, and commit it."""
     workload = database.commit_workload(task.workload)
-    key = task.seed_key = _trace_key(sch.trace)
+    key = task.seed_key = trace_key(sch.trace)
     for record in database.get_top_k(workload, 1 << 30):
-        if _trace_key(record.trace) == key:
+        if trace_key(record.trace) == key:
             task.seed_seconds = _valid(record.run_secs)
             return
     seconds = _measure([sch.mod], [args_info], builder, runner, tvm_target)[0]
@@ -454,7 +462,7 @@ def _confirm_best(task: TaskReport, database, builder, runner, tvm_target, top: 
     best_per_schedule = {}  # trace key -> its best record, best schedules first
     for record in database.get_top_k(workload, 1 << 30):
         if _valid(record.run_secs) is not None:
-            best_per_schedule.setdefault(_trace_key(record.trace), record)
+            best_per_schedule.setdefault(trace_key(record.trace), record)
     keys = list(best_per_schedule)[:top]
     if task.seed_key in best_per_schedule and task.seed_key not in keys:
         keys.append(task.seed_key)
@@ -673,8 +681,8 @@ def outdated_kernels(mod: tvm.IRModule, target: str | TargetSpec,
         records = database.get_top_k(database.commit_workload(workload), 1 << 30)
         if not records:
             continue
-        ours = seed_schedule(workload, records[0].target)
-        if ours is not None and _trace_key(ours.trace) not in {_trace_key(r.trace) for r in records}:
+        ours = seed_key(workload, records[0].target)
+        if ours is not None and ours not in {trace_key(r.trace) for r in records}:
             outdated.append(task.task_name)
     return outdated
 

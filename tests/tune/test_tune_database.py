@@ -17,7 +17,7 @@ from tvm_lowrank.database import RECORD_FILE, WORKLOAD_FILE, check_database, mer
 from tvm_lowrank.errors import TuningDatabaseError
 from tvm_lowrank.targets import load_target
 from tvm_lowrank.applied_records import MIN_TUNED_GAIN, choose_record
-from tvm_lowrank.tune import (_trace_key, database_coverage, extract_tuning_tasks, outdated_kernels, seed_schedule,
+from tvm_lowrank.tune import (database_coverage, extract_tuning_tasks, outdated_kernels, seed_key, trace_key,
                               tune_module)
 
 
@@ -52,8 +52,7 @@ def test_build_applies_the_chosen_record_to_every_kernel(tuned):
     for task in extract_tuning_tasks(tuned.mod, tuned.target):
         workload = task.dispatched[0]
         records = database.get_top_k(database.commit_workload(workload), 1 << 30)
-        ours = seed_schedule(workload, records[0].target)
-        chosen = choose_record(records, _trace_key(ours.trace))
+        chosen = choose_record(records, seed_key(workload, records[0].target))
         expected = s_tir.Schedule(workload)
         chosen.trace.apply_to_schedule(expected, remove_postproc=False)
         built = lowered[task.task_name]
@@ -97,10 +96,10 @@ def test_a_searched_schedule_replaces_ours_only_with_a_clear_lead(tuned, databas
     """Records are timed minutes apart on a machine whose speed drifts: a few percent is noise."""
     database, workload, task, untuned, (record, candidate), ours = _searched_record(tuned, database_copy)
     ours_seconds = min(float(s) for r in database.get_top_k(workload, 100)
-                       if _trace_key(r.trace) == _trace_key(ours.trace) for s in r.run_secs)
+                       if trace_key(r.trace) == trace_key(ours.trace) for s in r.run_secs)
     database.commit_tuning_record(ms.database.TuningRecord(
         record.trace, workload, [ours_seconds * (1 - lead)], record.target, record.args_info))
-    assert _trace_key(database.get_top_k(workload, 1)[0].trace) == _trace_key(record.trace)
+    assert trace_key(database.get_top_k(workload, 1)[0].trace) == trace_key(record.trace)
     built = compile_pipeline(tuned.target, database_copy)(tuned.mod)[task.task_name]
     assert _same_schedule(built, candidate.mod["main"]) == replaces
     assert _same_schedule(built, untuned[task.task_name]) == (not replaces)
