@@ -14,22 +14,23 @@ from tvm_lowrank.passes import ChannelsLastNarrowConvWeights, TrimDeadConvTaps
 from tvm_lowrank.passes.trim_conv_taps import live_taps
 
 
-def _conv_module(x_shape, weight, padding, stride=1, dilation=1, groups=1):
+def _conv_module(x_shape, weight, padding, stride=1, dilation=1, groups=1, relu=True):
     bb = relax.BlockBuilder()
     x = relax.Var("x", relax.TensorType(x_shape, "float32"))
     with bb.function("main", [x]):
         with bb.dataflow():
             y = bb.emit(relax.op.nn.conv2d(x, relax.const(weight), strides=stride, padding=padding,
                                            dilation=dilation, groups=groups))
-            out = bb.emit_output(relax.op.nn.relu(y))
+            out = bb.emit_output(relax.op.nn.relu(y) if relu else y)  # without: `out = y`, a var re-bound
         bb.emit_func_output(out)
     return bb.get()
 
 
-def _torch_conv(x, weight, padding, stride=1, dilation=1, groups=1):
+def _torch_conv(x, weight, padding, stride=1, dilation=1, groups=1, relu=True):
     top, left, bottom, right = padding
     xt = F.pad(torch.from_numpy(x), (left, right, top, bottom))
-    return torch.relu(F.conv2d(xt, torch.from_numpy(weight), stride=stride, dilation=dilation, groups=groups)).numpy()
+    y = F.conv2d(xt, torch.from_numpy(weight), stride=stride, dilation=dilation, groups=groups)
+    return (torch.relu(y) if relu else y).numpy()
 
 
 def _case(rng, in_ch, out_ch, kernel, hw, groups=1):
@@ -90,4 +91,17 @@ def test_narrow_convs_get_channel_last_weights(hw, groups, rewritten):
     assert call.attrs.kernel_layout == "IHWO"
     np.testing.assert_array_equal(call.args[1].value.numpy(), weight.transpose(1, 2, 3, 0))
     np.testing.assert_allclose(build_and_run(packed, x), _torch_conv(x, weight, padding, groups=groups),
+                               rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("hw, changed", [((1, 4), True), ((6, 16), False)])
+@pytest.mark.parametrize("graph_pass", [TrimDeadConvTaps(), ChannelsLastNarrowConvWeights(max_width=16)])
+def test_graph_passes_handle_a_conv_whose_result_is_rebound(graph_pass, hw, changed):
+    """`out = conv(...)` bound again to a variable: the pattern matches that variable as well."""
+    x, weight = _case(np.random.default_rng(3), 8, 12, (3, 1), hw)
+    padding = (1, 0, 1, 0)
+    rewritten = graph_pass(_conv_module(x.shape, weight, padding, relu=False))
+    (call,) = conv_calls(rewritten)
+    assert (kernel_shape(call) != weight.shape) == changed  # trimmed to 1x1 taps / packed as IHWO
+    np.testing.assert_allclose(build_and_run(rewritten, x), _torch_conv(x, weight, padding, relu=False),
                                rtol=1e-5, atol=1e-5)

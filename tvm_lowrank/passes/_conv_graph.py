@@ -210,6 +210,8 @@ def rewrite_nchw_convs(func: relax.Function, rewrite) -> relax.Function:
     data, weight = wildcard(), is_const()
 
     def rewriter(call, matches):
+        if not isinstance(call, relax.Call):  # a variable re-bound to a conv's result (`out = lv`)
+            return call
         attrs = call.attrs
         if attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW" or attrs.out_layout != "NCHW":
             return call
