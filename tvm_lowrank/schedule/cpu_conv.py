@@ -22,14 +22,14 @@ The schedule (classic direct convolution, one output tile in registers):
             acc[...] += input[rc, y*s + ry*d, x*s + rx*d] * weight[f, rc, ry, rx]
         epilogue on acc tile -> output          (bias/ReLU/residual, vectorized; acc never hits memory)
 
-`acc` is a "local" buffer of oc_block x row_block x (x_chunks x x_chunk) floats whose indices are all
-constant after unrolling, so LLVM keeps it in vector registers: each input vector load feeds
-`oc_block` FMAs and each broadcast weight feeds `row_block x x_chunks` FMAs. The padding block stays
-a separate pass over the input (vectorized; a zero fill plus a copy of the interior, or for
-medium sizes one parallel pass with bounds checks: `_schedule_padding`), measured faster than
-both alternatives: inlining its bounds checks into the reduction (2.5-6x slower for a 3x1 conv,
-even with row-only padding) and computing each task's padded rows inside the parallel loop
-(recomputed once per output-channel block).
+`acc` is a buffer of oc_block x row_block x (x_chunks x x_chunk) floats (on the stack under 1 KiB:
+`register_accumulator`) whose indices are all constant after unrolling, so LLVM keeps it in vector
+registers: each input vector load feeds `oc_block` FMAs and each broadcast weight feeds `row_block x
+x_chunks` FMAs. The padding block stays a separate pass over the input (vectorized; a zero fill plus
+a copy of the interior, or for medium sizes one parallel pass with bounds checks:
+`_schedule_padding`), measured faster than both alternatives: inlining its bounds checks into the
+reduction (2.5-6x slower for a 3x1 conv, even with row-only padding) and computing each task's
+padded rows inside the parallel loop (recomputed once per output-channel block).
 
 Tile sizes (`plan_tile`), for L vector lanes and A = 3/4 of the vector registers (24 on AVX-512,
 12 on AVX2, 24 on NEON):
