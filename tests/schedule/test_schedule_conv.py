@@ -295,7 +295,7 @@ def test_padding_pass_is_scheduled_by_its_size(channels, size, expected):
 def test_register_tile_is_not_a_workspace_buffer():
     """A register tile under 1 KiB lives on the stack: the kernel's only TVMBackendAllocWorkspace
     is its padded input (a workspace tile next to it costs ~2x, see `register_accumulator`).
-    4 channels x 16 x 14 floats of padding; the tile is 14 output channels' 14-pixel vectors."""
+    4 channels x 16 x 14 floats of padding; a tile of 16 channels x 14 pixels (896 bytes)."""
     executable = build(_single_conv_module(width=14, channels=4, height=14), load_target("x86-avx512"))
     llvm_ir = executable.mod.imports[0].inspect_source("ll")
     workspace = re.findall(r"%(\w+) = tail call ptr %\w+\(i32 1, i32 %\w+, i64 (\d+)", llvm_ir)
