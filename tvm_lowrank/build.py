@@ -20,6 +20,7 @@ import tvm
 from tvm import relax
 
 from .applied_records import applied_database
+from .schedule.stack_buffers import tir_pipeline
 from .database import open_database
 from .errors import TargetError
 from .targets import TargetSpec
@@ -109,9 +110,11 @@ def compile_pipeline(target: TargetSpec, database_dir: str | Path | None = None,
 def build(mod: tvm.IRModule, target: TargetSpec, database_dir: str | Path | None = None,
           schedules: bool = True) -> tvm.runtime.Executable:
     """Compile `mod` (a Relax module with a "main") for `target` (`database_dir`, `schedules`: see
-    compile_pipeline)."""
-    return tvm.compile(mod, target=target.tvm_target(),
-                       relax_pipeline=compile_pipeline(target, database_dir, schedules))
+    compile_pipeline; with `schedules`, CPU kernels also keep their small scratch buffers on the
+    stack: `tir_pipeline`)."""
+    tvm_target = target.tvm_target()
+    return tvm.compile(mod, target=tvm_target, relax_pipeline=compile_pipeline(target, database_dir, schedules),
+                       tir_pipeline=tir_pipeline(tvm_target) if schedules else "default")
 
 
 def export_library(executable: tvm.runtime.Executable, path: str | Path,

@@ -293,13 +293,15 @@ def test_padding_pass_is_scheduled_by_its_size(channels, size, expected):
 
 
 def test_register_tile_is_not_a_workspace_buffer():
-    """A register tile under 1 KiB lives on the stack: the kernel's only TVMBackendAllocWorkspace
-    is its padded input (a workspace tile next to it costs ~2x, see `register_accumulator`).
-    4 channels x 16 x 14 floats of padding; a tile of 16 channels x 14 pixels (896 bytes)."""
-    executable = build(_single_conv_module(width=14, channels=4, height=14), load_target("x86-avx512"))
+    """The register tile lives on the stack, the kernel's only TVMBackendAllocWorkspace is its
+    padded input (a workspace tile next to it costs ~2x, see `register_accumulator`): a tile of 16
+    channels x 16 pixels is 1 KiB, which TVM alone would put in the workspace
+    (`stack_buffers.StackScratchBuffers`); 16 channels x 30 x 28 floats of padding are over its
+    limit."""
+    executable = build(_single_conv_module(width=28, channels=16, height=28), load_target("x86-avx512"))
     llvm_ir = executable.mod.imports[0].inspect_source("ll")
     workspace = re.findall(r"%(\w+) = tail call ptr %\w+\(i32 1, i32 %\w+, i64 (\d+)", llvm_ir)
-    assert workspace == [("pad_temp", str(4 * 16 * 14 * 4))]
+    assert workspace == [("pad_temp", str(16 * 30 * 28 * 4))]
 
 
 AARCH64_NEON = TargetSpec("aarch64-neon", "cross build, assembly only", {

@@ -67,7 +67,7 @@ def register_accumulator(sch: s_tir.Schedule, block_rv, epilogue: list):
     (VGG-FMNIST's 1->32 1x3 conv at 28x28: 9.7 us, 4.7 us with the padded input passed in as an
     argument). Same process, interleaved: VGG-FMNIST 28x28 Tai 7-12% faster, ResNet-18 32x32 3-4%,
     the 224x224 models 0-3% (x86-avx512, 2 threads). Tiles of 1 KiB or more (16 channels x 16
-    lanes on AVX-512) still get workspace memory; capping tiles below 1 KiB measured no better.
+    lanes on AVX-512) stay on the stack through our TIR pipeline (`stack_buffers`).
     """
     if not epilogue:
         return sch.cache_write(block_rv, 0, ACCUMULATOR_SCOPE)

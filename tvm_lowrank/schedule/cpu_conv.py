@@ -22,8 +22,8 @@ The schedule (classic direct convolution, one output tile in registers):
             acc[...] += input[rc, y*s + ry*d, x*s + rx*d] * weight[f, rc, ry, rx]
         epilogue on acc tile -> output          (bias/ReLU/residual, vectorized; acc never hits memory)
 
-`acc` is a buffer of oc_block x row_block x (x_chunks x x_chunk) floats (on the stack under 1 KiB:
-`register_accumulator`) whose indices are all constant after unrolling, so LLVM keeps it in vector
+`acc` is a buffer of oc_block x row_block x (x_chunks x x_chunk) floats (on the stack:
+`register_accumulator`, `stack_buffers`) whose indices are all constant after unrolling, so LLVM keeps it in vector
 registers: each input vector load feeds `oc_block` FMAs and each broadcast weight feeds `row_block x
 x_chunks` FMAs. The padding block stays a separate pass over the input (vectorized; a zero fill plus
 a copy of the interior, or for medium sizes one parallel pass with bounds checks:
