@@ -42,22 +42,29 @@ def _backend_pipeline(target: tvm.target.Target):
 
 def fusion_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
     """The passes up to FuseTIR (run under `with target`): their output's PrimFuncs are what a
-    tuning database is keyed by, so tuning (`tvm_lowrank.tune`) and the build share this list."""
+    tuning database is keyed by, so tuning (`tvm_lowrank.tune`) and the build share this list.
+    `FuseBorderPadsWithProducers` runs right before FuseOps (see `passes.pad_at_producer`)."""
+    from .passes import FuseBorderPadsWithProducers
+
     backend = _backend_pipeline(target)
     legalize = list(backend.legalize_passes(target))
     after_fusion = next(i for i, p in enumerate(legalize) if p.info.name == "FuseTIR") + 1
-    return graph_passes(target) + list(backend.library_dispatch_passes(target)) + legalize[:after_fusion]
+    fuse_ops = next(i for i, p in enumerate(legalize) if p.info.name == "FuseOps")
+    return (graph_passes(target) + list(backend.library_dispatch_passes(target)) + legalize[:fuse_ops]
+            + [FuseBorderPadsWithProducers()] + legalize[fuse_ops:after_fusion])
 
 
 def graph_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
     """Our Relax rewrites before legalization: crop conv taps that only read padding (any target);
-    on CPUs, channel-last weights for convs narrower than a vector (what our schedules want)."""
-    from .passes import ChannelsLastNarrowConvWeights, TrimDeadConvTaps
+    on CPUs, row padding written by the producing kernel (`PadConvInputsAtProducer`) and
+    channel-last weights for convs narrower than a vector (what our schedules want)."""
+    from .passes import ChannelsLastNarrowConvWeights, PadConvInputsAtProducer, TrimDeadConvTaps
 
     passes = [TrimDeadConvTaps()]
     if target.kind.name == "llvm":
         from .schedule import cpu_vector_info
 
+        passes.append(PadConvInputsAtProducer())
         passes.append(ChannelsLastNarrowConvWeights(max_width=cpu_vector_info(target).lanes()))
     return passes
 

@@ -61,6 +61,12 @@ reads through a real padding pass, that pass stores the padded input as column p
 (`_split_column_phases`), so every tap reads one contiguous vector (ResNet-18's 1x7 stride-2 stem
 half: 1.22 -> 0.35 ms in the model).
 
+A kernel whose output feeds a padded conv writes that conv's zero-bordered input itself
+(`passes.pad_at_producer`): its epilogue ends in a copy to the interior of the bordered map,
+inlined like any epilogue (the writer stores at a row/column offset; with a column offset the
+vectors stop at row ends, so the tile is not flat), and border blocks that store zeros and declare
+no access (`WindowBlocks.border_fills`) run after the parallel loop, a vector per row.
+
 Maps narrower than a vector (the last stages of a CNN at 32x32 are 4, 2 and 1 pixels wide) leave
 most lanes of a row vector empty, and a 1-wide map runs scalar. For those, the build's Relax pass
 `ChannelsLastNarrowConvWeights` stores the constant weight as IHWO, and this rule, seeing the weight
@@ -72,7 +78,7 @@ of channels; accumulators channel-innermost). ResNet-18 at 32x32, Tai: 0.65 -> 0
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import tvm
 from tvm import s_tir, tirx
@@ -215,6 +221,9 @@ class WindowBlocks:
     epilogue: list
     shape: WindowShape
     data_pad: object = None  # the padding producer of the input the window slides over, if any
+    # blocks writing constant zeros and declaring no access: the zero border of an output padded
+    # for the next conv (`passes.pad_at_producer`), disjoint from what the epilogue writes
+    border_fills: list = field(default_factory=list)
 
 
 def _window_shape(block: s_tir.SBlock):
@@ -267,7 +276,9 @@ def match_window(sch: s_tir.Schedule) -> WindowBlocks | None:
     each the only consumer of the previous one (the fused epilogue). Any other block shape (two
     reductions, a fan-out, dynamic extents) is left to the default schedule.
     """
-    blocks = list(sch.get_child_blocks(get_root_block(sch)))
+    blocks, border_fills = [], []
+    for rv in sch.get_child_blocks(get_root_block(sch)):
+        (border_fills if _is_border_fill(sch.get(rv)) else blocks).append(rv)
     windows = [(rv, found) for rv in blocks if (found := _window_shape(sch.get(rv))) is not None]
     if len(windows) != 1:
         return None
@@ -281,7 +292,31 @@ def match_window(sch: s_tir.Schedule) -> WindowBlocks | None:
     if len(pads) + 1 + len(epilogue) != len(blocks):
         return None
     data_pad = next((pad for pad in pads if sch.get(pad).writes[0].source.same_as(data)), None)
-    return WindowBlocks(pads, window, epilogue, shape, data_pad)
+    if shape.flat_pixels and epilogue and _writes_shifted_columns(sch.get(epilogue[-1])):
+        shape = replace(shape, flat_pixels=False)  # a flat pixel run would not be contiguous there
+    return WindowBlocks(pads, window, epilogue, shape, data_pad, border_fills)
+
+
+def _writes_shifted_columns(block: s_tir.SBlock) -> bool:
+    """Whether `block` writes column x of its iteration at another column of its output (the
+    interior of a zero-bordered map: `passes.pad_at_producer`)."""
+    write = block.writes[0].region
+    return len(write) == 4 and not write[3].min.same_as(block.iter_vars[-1].var)
+
+
+def _is_border_fill(block: s_tir.SBlock) -> bool:
+    """A block that declares no access and stores a constant (`passes.pad_at_producer`'s borders)."""
+    body = block.body
+    return (not block.reads and not block.writes and set(iter_kinds(block)) == {"S"}
+            and isinstance(body, tirx.BufferStore) and isinstance(body.value, (tirx.FloatImm, tirx.IntImm)))
+
+
+def _schedule_border_fills(sch: s_tir.Schedule, blocks: WindowBlocks) -> None:
+    """Zero borders run serially on the calling thread (a few rows and columns), vectorized along
+    their rows."""
+    for fill in blocks.border_fills:
+        loops = sch.get_loops(fill)
+        sch.vectorize(loops[-1])
 
 
 def _schedule_padding(sch: s_tir.Schedule, pad) -> None:
@@ -348,6 +383,7 @@ def schedule_window(sch: s_tir.Schedule, blocks: WindowBlocks, tile: Tile) -> No
     vectorize_innermost(sch, writer, tile.x_chunk)
     for pad in pads:
         _schedule_padding(sch, pad)
+    _schedule_border_fills(sch, blocks)
 
 
 def _split_column_phases(sch: s_tir.Schedule, pad, stride: int) -> bool:
@@ -424,6 +460,7 @@ def _schedule_flat_window(sch: s_tir.Schedule, blocks: WindowBlocks, writer, til
     sch.vectorize(out_lane)
     for pad in blocks.pads:
         _schedule_padding(sch, pad)
+    _schedule_border_fills(sch, blocks)
 
 
 @dataclass(frozen=True)
@@ -507,6 +544,7 @@ def schedule_channel_window(sch: s_tir.Schedule, blocks: WindowBlocks, tile: Cha
     sch.vectorize(out_lane)
     for pad in blocks.pads:
         _schedule_padding(sch, pad)
+    _schedule_border_fills(sch, blocks)
 
 
 class DirectConv2D(CPUScheduleRule):
