@@ -117,8 +117,8 @@ def test_rerun_and_shared_workloads_measure_nothing(tuned, database_copy):
     again = tune_module(tuned.mod, tuned.target, database_copy, trials=TRIALS, min_trials_per_task=3,
                         progress=None, **FAST)
     assert again.measured == 0 and _files(database_copy) == before
-    # another model whose only kernel is TwoConvs' first: found in the database, not tuned again
-    model, example = tune_models.first_conv_only()
+    # another model whose only kernel is TwoConvs' second: found in the database, not tuned again
+    model, example = tune_models.second_conv_only()
     other = prepare_model(model, "dense", example_input=example).mod
     shared = tune_module(other, tuned.target, database_copy, trials=3, min_trials_per_task=3,
                          progress=None, **FAST)

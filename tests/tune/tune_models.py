@@ -28,6 +28,19 @@ class FirstConvOnly(nn.Module):
         return torch.relu(self.first(x))
 
 
+class SecondConvOnly(nn.Module):
+    """TwoConvs' second layer alone (other weights), as the build compiles it: its input padded by
+    the first layer's kernel (`PadConvInputsAtProducer`), so the conv itself pads nothing. Its
+    kernel is the same workload as TwoConvs' second."""
+
+    def __init__(self):
+        super().__init__()
+        self.second = nn.Conv2d(8, 16, 3, padding=0)
+
+    def forward(self, x):
+        return torch.relu(self.second(x))
+
+
 def example_input() -> torch.Tensor:
     return torch.randn(INPUT_SHAPE, generator=torch.Generator().manual_seed(1))
 
@@ -41,3 +54,9 @@ def two_convs():
 def first_conv_only():
     torch.manual_seed(1)
     return FirstConvOnly().eval(), example_input()
+
+
+def second_conv_only():
+    torch.manual_seed(2)
+    n, c, h, w = INPUT_SHAPE
+    return SecondConvOnly().eval(), torch.randn((n, c, h + 2, w + 2), generator=torch.Generator().manual_seed(2))
