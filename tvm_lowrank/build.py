@@ -20,7 +20,6 @@ import tvm
 from tvm import relax
 
 from .applied_records import applied_database
-from .schedule.stack_buffers import tir_pipeline
 from .database import open_database
 from .errors import TargetError
 from .targets import TargetSpec
@@ -56,7 +55,7 @@ def fusion_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
 
 def graph_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
     """Our Relax rewrites before legalization: crop conv taps that only read padding (any target);
-    on CPUs, row padding written by the producing kernel (`PadConvInputsAtProducer`) and
+    on CPUs, padding written by the producing kernel (`PadConvInputsAtProducer`) and
     channel-last weights for convs narrower than a vector (what our schedules want)."""
     from .passes import ChannelsLastNarrowConvWeights, PadConvInputsAtProducer, TrimDeadConvTaps
 
@@ -119,6 +118,8 @@ def build(mod: tvm.IRModule, target: TargetSpec, database_dir: str | Path | None
     """Compile `mod` (a Relax module with a "main") for `target` (`database_dir`, `schedules`: see
     compile_pipeline; with `schedules`, CPU kernels also keep their small scratch buffers on the
     stack: `tir_pipeline`)."""
+    from .schedule.stack_buffers import tir_pipeline
+
     tvm_target = target.tvm_target()
     return tvm.compile(mod, target=tvm_target, relax_pipeline=compile_pipeline(target, database_dir, schedules),
                        tir_pipeline=tir_pipeline(tvm_target) if schedules else "default")

@@ -66,10 +66,8 @@ def _rewrite_allocs(stmt: tirx.Stmt, rewrite) -> tirx.Stmt:
     return stmt  # leaves: stores, evaluations, bindings, declarations
 
 
-def StackScratchBuffers(max_bytes: int | None = None) -> tvm.transform.Pass:  # noqa: N802 (TVM pass style)
-    """Annotate "global" allocations of constant size <= `max_bytes` (default STACK_BUFFER_BYTES)
-    to stay on the stack."""
-    max_bytes = STACK_BUFFER_BYTES if max_bytes is None else max_bytes
+def StackScratchBuffers(max_bytes: int = STACK_BUFFER_BYTES) -> tvm.transform.Pass:  # noqa: N802 (TVM pass style)
+    """Annotate "global" allocations of constant size <= `max_bytes` to stay on the stack."""
 
     def keep_on_stack(alloc: tirx.AllocBuffer) -> tirx.AllocBuffer:
         size = _constant_bytes(alloc.buffer)
