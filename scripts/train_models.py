@@ -38,7 +38,7 @@ class Recipe:
 
 
 # One-cycle AdamW over all 60k images, seed 0, 2 threads. Test accuracy (10k): vgg 0.9039,
-# resnet 0.9011, mobilenet 0.8951. Wall time on an idle 2-core Zen 5 about 70 s each (5-12 min when
+# resnet 0.9011, mobilenet 0.8951. Wall time on an idle 2-core Zen 4 about 70 s each (5-12 min when
 # the machine is shared: oneDNN threads degrade badly under contention).
 RECIPES = {
     "vgg-fmnist": Recipe(epochs=1, train_limit=None),

@@ -116,9 +116,9 @@ def compile_pipeline(target: TargetSpec, database_dir: str | Path | None = None,
 def build(mod: tvm.IRModule, target: TargetSpec, database_dir: str | Path | None = None,
           schedules: bool = True) -> tvm.runtime.Executable:
     """Compile `mod` (a Relax module with a "main") for `target` (`database_dir`, `schedules`: see
-    compile_pipeline; with `schedules`, CPU kernels also keep their small scratch buffers on the
-    stack: `tir_pipeline`)."""
-    from .schedule.stack_buffers import tir_pipeline
+    compile_pipeline; with `schedules`, CPU kernels are lowered through our TIR pipeline,
+    `schedule.tir_pipeline`: strided loads made dense, small scratch buffers on the stack)."""
+    from .schedule.tir_pipeline import tir_pipeline
 
     tvm_target = target.tvm_target()
     return tvm.compile(mod, target=tvm_target, relax_pipeline=compile_pipeline(target, database_dir, schedules),

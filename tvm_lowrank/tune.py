@@ -81,10 +81,10 @@ _FAILED_SECONDS = 1e9  # MetaSchedule stores a failed build or run as 1e10 s
 def _build_candidate(mod: tvm.IRModule, target: tvm.target.Target, _params) -> tvm.runtime.Module:
     """MetaSchedule's default_build without its `import tvm.s_tir.tensor_intrin` (see module doc):
     a candidate arrives already tensorized, so its build needs no intrinsic registry. It is lowered
-    by the TIR pipeline of our builds (`stack_buffers.tir_pipeline`), so it is measured as built."""
+    by the TIR pipeline of our builds (`schedule.tir_pipeline`), so it is measured as built."""
     from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
 
-    from .schedule.stack_buffers import tir_pipeline
+    from .schedule.tir_pipeline import tir_pipeline
 
     return tvm.tirx.build(RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod), target=target,
                           pipeline=tir_pipeline(target))

@@ -7,7 +7,8 @@ import pytest
 import tvm
 from tvm.script import tirx as T
 
-from tvm_lowrank.schedule.stack_buffers import LOWRANK_CPU_PIPELINE, STACK_BUFFER_BYTES, tir_pipeline
+from tvm_lowrank.schedule.stack_buffers import STACK_BUFFER_BYTES
+from tvm_lowrank.schedule.tir_pipeline import LOWRANK_CPU_PIPELINE, tir_pipeline
 from tvm_lowrank.tune import _build_candidate
 
 SMALL, LARGE = 512, 8192  # floats: 2 KiB (over TVM's own 1 KiB stack limit) and 32 KiB

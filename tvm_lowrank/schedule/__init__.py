@@ -5,7 +5,9 @@ rules cover only GEMV and row reductions. `ApplyCPUSchedules` runs after fusion 
 before codegen: it gives each fused conv2d / pooling PrimFunc our direct-convolution schedule
 (`DirectConv2D`, see `cpu_conv`: vectors along rows, or across output channels on maps narrower
 than a vector, whose weights the build stores channel-last), each x @ W[k, n] matmul our vector
-schedule (`VectorMatmul`, see `cpu_matmul`) and the rest dlight's CPU rules. Functions a tuning database
+schedule (`VectorMatmul`, see `cpu_matmul`), each sum over an input's trailing axes (the global
+average pool) vector partial sums (`VectorTrailingReduction`, see `cpu_reduce`) and the rest dlight's
+CPU rules. Functions a tuning database
 already scheduled (attribute ``tirx.is_scheduled``) are kept, so tuned records win.
 """
 
@@ -19,13 +21,14 @@ from tvm.target import Target
 from ._cpu import CPUVectorInfo, cpu_vector_info
 from .cpu_conv import DirectConv2D, Tile, WindowShape, match_window, plan_tile, schedule_window
 from .cpu_matmul import VectorMatmul, match_matmul
+from .cpu_reduce import VectorTrailingReduction, match_trailing_reduction
 
 SCHEDULED_ATTR = "tirx.is_scheduled"
 
 
 def default_cpu_rules():
     """The rules ApplyCPUSchedules tries on each function, first match wins."""
-    return [DirectConv2D(), VectorMatmul(), dlight_cpu.GEMV(), dlight_cpu.Reduction()]
+    return [DirectConv2D(), VectorMatmul(), VectorTrailingReduction(), dlight_cpu.GEMV(), dlight_cpu.Reduction()]
 
 
 def _is_scheduled(func) -> bool:
@@ -70,5 +73,5 @@ class ApplyCPUSchedules:
 
 
 __all__ = ["ApplyCPUSchedules", "CPUVectorInfo", "DirectConv2D", "SCHEDULED_ATTR", "Tile", "VectorMatmul",
-           "WindowShape", "cpu_vector_info", "default_cpu_rules", "match_matmul", "match_window", "plan_tile",
-           "schedule_window"]
+           "VectorTrailingReduction", "WindowShape", "cpu_vector_info", "default_cpu_rules", "match_matmul",
+           "match_trailing_reduction", "match_window", "plan_tile", "schedule_window"]

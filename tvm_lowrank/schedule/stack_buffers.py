@@ -5,9 +5,8 @@ LLVM cannot tell two workspace pointers apart, so a conv whose register tile (`r
 and padded input are both workspace buffers keeps the tile in memory, storing and reloading it
 around every input load. An allocation annotated ``disable_lower_builtin`` stays an ``alloca``,
 which LLVM knows aliases nothing else. `StackScratchBuffers` sets that annotation on every "global"
-allocation of constant size up to `max_bytes`; `LOWRANK_CPU_PIPELINE` is TVM's "s_tir" pipeline
-with the pass run just before `LowerTVMBuiltin`. Builds (`build.build`) and tuning candidates
-(`tune`) both lower CPU code with it.
+allocation of constant size up to `max_bytes`. It runs in our CPU TIR pipeline (`tir_pipeline`),
+just before `LowerTVMBuiltin`.
 
 Measured side by side (untuned Tai builds, x86-avx512, 2 threads, interleaved rounds in one
 process): VGG-FMNIST 224x224 7-9% faster, ResNet-18 3-4% at 32x32 and 224x224, VGG-FMNIST 28x28
@@ -21,12 +20,9 @@ from __future__ import annotations
 
 import tvm
 from tvm import tirx
-from tvm.s_tir import pipeline as s_tir_pipeline
-from tvm.tirx.compilation_pipeline import register_tir_pipeline
 
 DISABLE_LOWER_BUILTIN = "disable_lower_builtin"  # tvm::tirx::transform::kDisableLowerTVMBuiltin
 STACK_BUFFER_BYTES = 16 * 1024
-LOWRANK_CPU_PIPELINE = "tvm_lowrank_cpu"
 
 
 def _constant_bytes(buffer: tirx.Buffer) -> int | None:
@@ -82,21 +78,3 @@ def StackScratchBuffers(max_bytes: int = STACK_BUFFER_BYTES) -> tvm.transform.Pa
         return func if body.same_as(func.body) else func.with_body(body)
 
     return tirx.transform.prim_func_pass(transform, opt_level=0, name="StackScratchBuffers")
-
-
-def lowrank_cpu_pipeline():
-    """TVM's "s_tir" pipeline with `StackScratchBuffers` before the host's `LowerTVMBuiltin`."""
-    pipeline, finalize_host, finalize_device = s_tir_pipeline.default_s_tir_pipeline()
-
-    def finalize_host_with_stack_buffers():
-        return tvm.transform.Sequential([StackScratchBuffers(), finalize_host()])
-
-    return pipeline, finalize_host_with_stack_buffers, finalize_device
-
-
-register_tir_pipeline(LOWRANK_CPU_PIPELINE, lowrank_cpu_pipeline)
-
-
-def tir_pipeline(target: tvm.target.Target) -> str:
-    """The name of the TIR pipeline our builds use for `target`: ours on CPUs, TVM's elsewhere."""
-    return LOWRANK_CPU_PIPELINE if target.kind.name == "llvm" else "default"
