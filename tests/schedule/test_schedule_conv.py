@@ -231,7 +231,8 @@ def _allocated_shapes(func) -> dict[str, tuple[int, ...]]:
 
 def test_flat_pixels_and_column_phases_change_the_layouts_they_should(all_cases):
     """A flat tile keeps a (n, c, y * W + x) accumulator; a strided read through real padding makes
-    the padded input (n, c, y, phase, x // stride); every other kernel keeps NCHW buffers."""
+    the padded input (n, c, y, phase, x // stride), copied in border and interior columns; every
+    other kernel keeps NCHW buffers."""
     target = load_target("x86-avx512")
     lowered = compile_pipeline(target)(all_cases[0])
     fused = fuse(all_cases[0], target)
@@ -253,6 +254,9 @@ def test_flat_pixels_and_column_phases_change_the_layouts_they_should(all_cases)
         assert len(phases) == splits, gv.name_hint
         if phases:
             assert phases[0][3] == blocks.shape.column_stride
+            # the phase copy's columns in three loops: the middle one, reading the input in every
+            # phase, is a vector load with no bounds check
+            assert lowered[gv.name_hint].script().count('_partition")') == 3, gv.name_hint
         seen["flat"] += flat
         seen["phases"] += len(phases)
     assert seen == {"flat": 5, "phases": 2}
