@@ -55,8 +55,8 @@ def plan_lanes(reduced: int, vec: CPUVectorInfo) -> int:
 
 def match_trailing_reduction(sch: s_tir.Schedule) -> TrailingReduction | None:
     """The single reduction block of `sch`'s function when it reads one input whose trailing axes,
-    whole and in order, are its reduction axes (its other reads index by spatial axes only), plus
-    its injective epilogue; None for anything else."""
+    whole and in order, are its reduction axes, plus its injective epilogue; None for anything
+    else."""
     blocks = list(sch.get_child_blocks(get_root_block(sch)))
     reductions = [rv for rv in blocks if "R" in iter_kinds(sch.get(rv))]
     if len(reductions) != 1:
@@ -90,6 +90,8 @@ def match_trailing_reduction(sch: s_tir.Schedule) -> TrailingReduction | None:
 
 def schedule_trailing_reduction(sch: s_tir.Schedule, found: TrailingReduction, lanes: int,
                                 parallel: bool) -> None:
+    """The schedule of the module docstring: one task per output (parallel when `parallel`), each
+    summing `lanes` partial sums in a vector before its epilogue."""
     block = found.block
     loops = sch.get_loops(block)
     depth = iter_kinds(sch.get(block)).count("R")

@@ -21,7 +21,7 @@ MAX_STRIDE = 4  # wider strides would load more than four times the lanes they k
 def _dense_load(load: ir.TensorLoad) -> tirx.PrimExpr:
     """`load` as a dense load and a shuffle when its last index is a strided ramp, else `load`."""
     index = load.indices[-1] if load.indices else None
-    if not isinstance(index, tirx.Ramp):
+    if not isinstance(index, tirx.Ramp) or load.source.dtype.lanes != 1:  # lanes of vector elements
         return load
     stride, lanes = index.stride, index.lanes
     if not (isinstance(stride, tirx.IntImm) and isinstance(lanes, tirx.IntImm)):
