@@ -5,8 +5,9 @@ a stride-2 conv's padded input) becomes a `Ramp(base, 2, lanes)` load, which TVM
 emits as `lanes` scalar loads and inserts. Loading the `(lanes - 1) * stride + 1` elements the
 ramp spans with one dense vector load and picking every `stride`-th lane with a shufflevector reads
 the same memory range (nothing outside the first and last element the ramp already reads) in a
-few instructions. A 2x2 stride-2 max pool over 32x56x56 on AVX-512: 9.5 us strided, 3.3 us dense
-+ shuffle (2.4-2.9x on 28x28 to 224x224 maps).
+few instructions. A 2x2 stride-2 max pool over 32x56x56 on AVX-512: 7.9 us as TVM lowers it, 3.7 us
+through this pass (a hand-written shuffle kernel: 3.0 us); in the models, each kernel alone,
+VGG-FMNIST's pools 1.9-2.4x faster (28x28: 6 -> 3.2 us; 224x224: 201 and 104 -> 83 and 45 us).
 """
 
 from __future__ import annotations
