@@ -12,6 +12,7 @@ leaves them out.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from importlib import import_module
 from pathlib import Path
 
@@ -121,8 +122,15 @@ def build(mod: tvm.IRModule, target: TargetSpec, database_dir: str | Path | None
     from .schedule.tir_pipeline import tir_pipeline
 
     tvm_target = target.tvm_target()
-    return tvm.compile(mod, target=tvm_target, relax_pipeline=compile_pipeline(target, database_dir, schedules),
-                       tir_pipeline=tir_pipeline(tvm_target) if schedules else "default")
+    compiler = nullcontext()
+    if tvm_target.kind.name == "cuda":  # the same fatbin whether or not this machine has a driver
+        from .cuda_aot import kernels_compiled_by_nvcc
+
+        compiler = kernels_compiled_by_nvcc(tvm_target)
+    with compiler:
+        return tvm.compile(mod, target=tvm_target,
+                           relax_pipeline=compile_pipeline(target, database_dir, schedules),
+                           tir_pipeline=tir_pipeline(tvm_target) if schedules else "default")
 
 
 def export_library(executable: tvm.runtime.Executable, path: str | Path,

@@ -26,8 +26,8 @@ def _cmd_compile(args) -> int:
                   "kernel(s)")
     cuda = result.artifact.manifest.get("cuda")
     if cuda:
-        print(f"CUDA kernels: fatbin for {cuda['arch']} (loads with the TVM runtime alone)"
-              if cuda["kernels"] == "fatbin" else f"CUDA kernels: source; {cuda['note']}")
+        print(f"CUDA kernels: source; {cuda['note']}" if "note" in cuda else
+              f"CUDA kernels: {cuda['kernels']} for {cuda['arch']} (loads with the TVM runtime alone)")
     if result.verification is not None:
         print(result.verification.summary())
     else:

@@ -34,18 +34,34 @@ def _load_cuda_runtime() -> str | None:
     return None
 
 
-def cuda_unavailable_reason() -> str | None:
-    """Why CUDA kernels cannot run here (no runtime, no driver, no GPU), or None."""
+def compute_capability(arch: str) -> tuple[int, int]:
+    """(major, minor) of a CUDA arch name: "sm_90a" -> (9, 0), "sm_86" -> (8, 6)."""
+    digits = "".join(ch for ch in arch.removeprefix("sm_") if ch.isdigit())
+    if len(digits) < 2:
+        raise ValueError(f"not a CUDA arch: {arch!r} (expected sm_XY)")
+    return int(digits[:-1]), int(digits[-1])
+
+
+def cuda_unavailable_reason(arch: str | None = None) -> str | None:
+    """Why CUDA kernels for `arch` (e.g. "sm_90"; None: any) cannot run here (no runtime, no
+    driver, no GPU, a GPU older than `arch`), or None."""
     import tvm
 
     reason = _load_cuda_runtime()
     if reason is not None:
         return reason
     try:
-        exists = tvm.cuda(0).exist
+        device = tvm.cuda(0)
+        exists = device.exist
     except Exception as err:  # noqa: BLE001 - TVM raises its own error types for a missing driver
         return f"no CUDA device: {err}"
-    return None if exists else "no CUDA GPU on this machine"
+    if not exists:
+        return "no CUDA GPU on this machine"
+    have = tuple(int(part) for part in device.compute_version.split("."))
+    if arch is not None and have < compute_capability(arch):
+        return (f"the GPU ({device.device_name}, compute capability {device.compute_version}) is older "
+                f"than the kernels' {arch}")
+    return None
 
 
 def prepare_cuda_loading() -> None:

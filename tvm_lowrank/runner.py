@@ -85,7 +85,7 @@ def local_unavailable_reason(target: TargetSpec) -> str | None:
         return None if reason is None else f"OpenCL unavailable: {reason}"
     from .cuda import cuda_unavailable_reason
 
-    reason = cuda_unavailable_reason()
+    reason = cuda_unavailable_reason(target.tvm_target_config.get("arch"))
     return None if reason is None else f"CUDA unavailable: {reason}"
 
 

@@ -5,13 +5,17 @@ import struct
 
 import pytest
 import torch
+import tvm_ffi
 from torch import nn
 from tvm.relax.frontend.torch import from_exported_program
 from tvm.runtime import _ffi_api
 
 from tvm_lowrank.build import build
-from tvm_lowrank.cuda_aot import (FATBIN_MAGIC, _Reader, _skip_function_table, compile_packed_imports,
-                                  export_cuda_library, nvcc_path)
+from tvm_lowrank import cuda_aot
+from tvm_lowrank.cuda import compute_capability
+from tvm_lowrank.cuda_aot import (FATBIN_MAGIC, _packed_modules, _Reader, _sized, _skip_function_table, _split_cuda_payload,
+                                  compile_packed_imports, export_cuda_library, kernel_kinds, kernels_compiled_by_nvcc,
+                                  nvcc_path)
 from tvm_lowrank.errors import TargetError
 from tvm_lowrank.targets import load_target
 
@@ -49,9 +53,36 @@ def cuda_payload_parts(payload):
     return fmt, table, reader.sized(), payload[reader.offset:]
 
 
+def packed(executable):
+    return bytes(_ffi_api.ModulePackImportsToTensor(executable.mod).numpy().tobytes())
+
+
+def source_blob(executable):
+    """The packed imports, where this machine's build left the kernels as CUDA source."""
+    blob = packed(executable)
+    if kernel_kinds(blob) != ["cuda source"]:  # TVM's CUDA runtime is loaded: its codegen compiled them
+        pytest.skip(f"the build compiled its kernels ({kernel_kinds(blob)}): a machine with an NVIDIA driver")
+    return blob
+
+
+def with_cuda_code(blob, fmt, code):
+    """`blob` with its CUDA module's format and code replaced."""
+    modules = _packed_modules(blob)
+    out = [next(modules)]
+    for kind, payload in modules:
+        out.append(_sized(kind))
+        if payload is not None:
+            if kind == b"cuda":
+                _, table, _, rest = _split_cuda_payload(payload)
+                payload = _sized(fmt) + table + _sized(code) + rest
+            out.append(_sized(payload))
+    body = b"".join(out)
+    return struct.pack("<Q", len(body)) + body
+
+
 def test_packed_cuda_source_is_replaced_by_the_compiled_binary(cuda_build):
     executable, _ = cuda_build
-    blob = bytes(_ffi_api.ModulePackImportsToTensor(executable.mod).numpy().tobytes())
+    blob = source_blob(executable)
     sources = []
     rewritten, count = compile_packed_imports(blob, lambda source: sources.append(source) or FAKE_FATBIN)
     assert count == 1 and "__global__" in sources[0]
@@ -69,11 +100,19 @@ def test_packed_cuda_source_is_replaced_by_the_compiled_binary(cuda_build):
 
 def test_a_compiler_output_that_is_no_fatbin_is_refused(cuda_build):
     executable, _ = cuda_build
-    blob = bytes(_ffi_api.ModulePackImportsToTensor(executable.mod).numpy().tobytes())
+    blob = source_blob(executable)
     with pytest.raises(TargetError, match="did not produce a fatbin"):
         compile_packed_imports(blob, lambda source: b"// not a binary")
     with pytest.raises(TargetError, match="size header"):
         compile_packed_imports(blob[:-1], lambda source: FAKE_FATBIN)
+
+
+def test_kernel_kinds_are_told_by_the_code_bytes(cuda_build):
+    blob = packed(cuda_build[0])
+    assert kernel_kinds(with_cuda_code(blob, b"cuda", b"extern \"C\" __global__ void k() {}")) == ["cuda source"]
+    assert kernel_kinds(with_cuda_code(blob, b"cubin", FAKE_FATBIN)) == ["fatbin"]  # TVM says cubin
+    assert kernel_kinds(with_cuda_code(blob, b"cubin", b"\x7fELF\x02\x01")) == ["cubin"]
+    assert kernel_kinds(with_cuda_code(blob, b"ptx", b"//\n.version 8.0")) == ["ptx"]
 
 
 def test_export_embeds_a_fatbin_for_the_target_arch(cuda_build, tmp_path):
@@ -87,9 +126,40 @@ def test_export_embeds_a_fatbin_for_the_target_arch(cuda_build, tmp_path):
     assert b"sm_90" in library  # the fatbin's ELF is for the target's arch
 
 
-def test_without_nvcc_the_kernels_stay_source(cuda_build, tmp_path, monkeypatch):
+def test_without_nvcc_export_keeps_what_the_build_left(cuda_build, tmp_path, monkeypatch):
     monkeypatch.setattr("tvm_lowrank.cuda_aot.nvcc_path", lambda: None)
     executable, spec = cuda_build
     info = export_cuda_library(executable, tmp_path / "model.so", spec)
-    assert info["kernels"] == "cuda source" and "nvcc not found" in info["note"]
-    assert b"__global__" in (tmp_path / "model.so").read_bytes()
+    kinds = kernel_kinds(packed(executable))
+    assert info["kernels"] == "+".join(kinds) and info["modules"] == 1 and info["arch"] == "sm_90"
+    library = (tmp_path / "model.so").read_bytes()
+    if kinds == ["cuda source"]:  # no driver here: loading compiles them
+        assert "nvcc not found" in info["note"] and b"__global__" in library
+    else:  # compiled at build time, by nvcc or NVRTC
+        assert "note" not in info and b"__global__" not in library
+
+
+def test_builds_compile_their_kernels_with_nvcc_while_codegen_asks(monkeypatch):
+    """Where TVM's CUDA runtime is loaded, its codegen compiles through tvm_callback_cuda_compile:
+    during our build that is nvcc_fatbin for the target, and TVM's own callback afterwards."""
+    name = "tvm_callback_cuda_compile"
+    original = tvm_ffi.get_global_func(name)
+    target = load_target("cuda-sm80").tvm_target()
+    monkeypatch.setattr(cuda_aot, "nvcc_fatbin", lambda source, target: f"fatbin {target.arch}: {source}".encode())
+    monkeypatch.setattr(cuda_aot, "nvcc_path", lambda: "/usr/local/cuda/bin/nvcc")
+    with kernels_compiled_by_nvcc(target):
+        assert tvm_ffi.get_global_func(name)("kernels") == b"fatbin sm_80: kernels"
+    assert tvm_ffi.get_global_func(name).same_as(original)
+    with pytest.raises(ValueError), kernels_compiled_by_nvcc(target):
+        raise ValueError("build failed")
+    assert tvm_ffi.get_global_func(name).same_as(original)
+    monkeypatch.setattr(cuda_aot, "nvcc_path", lambda: None)  # no nvcc: TVM's callback (NVRTC) stays
+    with kernels_compiled_by_nvcc(target):
+        assert tvm_ffi.get_global_func(name).same_as(original)
+
+
+def test_compute_capability_of_arch_names():
+    assert compute_capability("sm_90a") == (9, 0) and compute_capability("sm_86") == (8, 6)
+    assert compute_capability("sm_100") == (10, 0)
+    with pytest.raises(ValueError, match="not a CUDA arch"):
+        compute_capability("compute")
