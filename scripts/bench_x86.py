@@ -13,9 +13,9 @@ budget spread over tasks: `tvm_lowrank.tune`) runs first, each build in its own 
 `OUT/db/<model>-<size>-<method>/`; a database already there is reused (rerunning costs nothing),
 so its tuning time and trials are those recorded when it was made.
 
-Timing: PyTorch and ONNX Runtime are timed in a child process per cell, which also computes the reference
-outputs, and TVM in this one, which never runs PyTorch: in one process, whichever thread pool starts
-second is slowed by the first (measured: a 0.29 ms TVM build takes 62 ms once 2-thread PyTorch has
+Timing: each cell in child processes of its own, one for PyTorch and ONNX Runtime, which also
+computes the reference outputs, then one for TVM, which never runs PyTorch: in one process,
+whichever thread pool starts second is slowed by the first (measured: a 0.29 ms TVM build takes 62 ms once 2-thread PyTorch has
 run, and 2-thread PyTorch slows by an order of magnitude beside TVM's pool). Each column is measured
 in interleaved rounds so a change of machine load hits the variants alike; medians are reported
 with the load average.
@@ -64,6 +64,7 @@ def parse_args(argv=None):
                         help=argparse.SUPPRESS)  # the tuning subprocess
     parser.add_argument("--baselines-only", type=Path, metavar="NPZ",
                         help=argparse.SUPPRESS)  # the PyTorch/ORT subprocess
+    parser.add_argument("--tvm-only", type=Path, metavar="NPZ", help=argparse.SUPPRESS)  # the TVM subprocess
     return parser.parse_args(argv)
 
 
@@ -197,7 +198,7 @@ def time_tvm(cells, args, target) -> None:
         for column, (mod, tuned) in variants.items():
             database = None if tuned is None else args.out / "db" / f"{cell.model}-{cell.size}-{tuned}"
             vm = relax.VirtualMachine(build(mod, target, database_dir=database), tvm.cpu())
-            cell.check(column, run_vm(vm, cell.x))
+            cell.outputs[column] = run_vm(vm, cell.x)
             vm.set_input("main", tvm.runtime.tensor(cell.x))
             runs[column] = lambda vm=vm: vm.invoke_stateful("main")
         cell.samples.update(time_rounds(runs, args.rounds, args.budget))
@@ -249,43 +250,55 @@ def markdown(summary) -> str:
     return "\n".join(lines)
 
 
-def baselines_only(args, pairs) -> int:
-    """Subprocess body: PyTorch outputs and PyTorch/ORT timings of every cell, into one .npz."""
+def timing_only(args, pairs) -> int:
+    """Subprocess body, one cell: with --baselines-only, PyTorch outputs and PyTorch/ORT timings;
+    with --tvm-only, TVM's outputs and timings (`args.target` resolved); into one .npz."""
     cells = [Cell(m, s, args) for m, s in pairs]
-    for cell in cells:
-        cell.run_programs()
-    time_torch(cells, args)
-    time_ort(cells, args)
+    if args.baselines_only:
+        for cell in cells:
+            cell.run_programs()
+        time_torch(cells, args)
+        time_ort(cells, args)
+    else:
+        time_tvm(cells, args, host_target(args.target))
     arrays = {}
     for cell in cells:
         arrays.update({f"{cell.key}/output/{kind}": out for kind, out in cell.outputs.items()})
         arrays.update({f"{cell.key}/samples/{column}": np.asarray(v) for column, v in cell.samples.items()})
         arrays.update({f"{cell.key}/error/{column}": np.asarray(v) for column, v in cell.errors.items()})
-    np.savez(args.baselines_only, **arrays)
+    np.savez(args.baselines_only or args.tvm_only, **arrays)
     return 0
 
 
-def run_baselines(args, cells) -> None:
-    """PyTorch and ORT in a child process per cell (see the module docstring); results into `cells`.
+def run_timings(args, cells) -> None:
+    """Each cell timed in child processes, PyTorch and ORT in one, then TVM in another (see the
+    module docstring); results into `cells`, TVM's outputs checked against PyTorch's.
 
     One process per cell: timed in one process after other cells, ONNX Runtime ran the VGG at 224²
-    in 16.6-17.8 ms against 10.0-10.4 ms alone.
+    in 16.6-17.8 ms against 10.0-10.4 ms alone, and TVM's VGG 28² builds (dense and low-rank
+    alike) twice ran at half speed after ResNet-18 32² while the cell alone ran at full speed.
     """
+    common = ["--rank", args.rank, "--method", args.method, "--threads", str(args.threads), "--rounds",
+              str(args.rounds), "--budget", str(args.budget), "--out", str(args.out)]
+    if args.target:
+        common += ["--target", args.target]
     with tempfile.TemporaryDirectory() as tmp:
         for cell in cells:
-            path = Path(tmp) / f"{cell.key}.npz"
-            subprocess.run([sys.executable, __file__, "--baselines-only", str(path), "--rank", args.rank,
-                            "--method", args.method, "--threads", str(args.threads), "--rounds", str(args.rounds),
-                            "--budget", str(args.budget), "--cells", f"{cell.model}:{cell.size}"], check=True)
-            with np.load(path) as stored:
-                for name in stored.files:
-                    part, _, label = name.partition("/")[2].partition("/")
-                    if part == "output":
-                        cell.outputs[label] = stored[name]
-                    elif part == "samples":
-                        cell.samples[label] = stored[name].tolist()
-                    else:
-                        cell.errors[label] = float(stored[name])
+            for flag in ("--baselines-only", "--tvm-only"):
+                path = Path(tmp) / f"{cell.key}{flag}.npz"
+                subprocess.run([sys.executable, __file__, flag, str(path), *common,
+                                "--cells", f"{cell.model}:{cell.size}"], check=True)
+                with np.load(path) as stored:
+                    for name in stored.files:
+                        part, _, label = name.partition("/")[2].partition("/")
+                        if part == "output" and flag == "--tvm-only":
+                            cell.check(label, stored[name])
+                        elif part == "output":
+                            cell.outputs[label] = stored[name]
+                        elif part == "samples":
+                            cell.samples[label] = stored[name].tolist()
+                        else:
+                            cell.errors[label] = float(stored[name])
 
 
 def main(argv=None) -> int:
@@ -296,8 +309,8 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     pairs = ([(cell.rpartition(":")[0], int(cell.rpartition(":")[2])) for cell in args.cells] if args.cells
              else [(m, s) for m in args.models for s in args.sizes])
-    if args.baselines_only:
-        return baselines_only(args, pairs)
+    if args.baselines_only or args.tvm_only:
+        return timing_only(args, pairs)
     target = host_target(args.target)
     tuning = tune_all(args, [(m, s, k) for m, s in pairs for k in (args.method, "dense")])
     if args.tune_only_all:
@@ -305,8 +318,7 @@ def main(argv=None) -> int:
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
     cells = [Cell(m, s, args) for m, s in pairs]
-    run_baselines(args, cells)
-    time_tvm(cells, args, target)
+    run_timings(args, cells)
     summary = summarize(cells, tuning, args, target, (load_before, os.getloadavg()[0]))
     (args.out / "bench-x86.json").write_text(json.dumps(summary, indent=1))
     table = markdown(summary)
