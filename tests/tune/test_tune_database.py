@@ -67,14 +67,18 @@ def _searched_record(tuned, database_dir):
     database = ms.database.JSONDatabase(work_dir=str(database_dir))
     task = extract_tuning_tasks(tuned.mod, tuned.target)[0]
     workload = database.commit_workload(task.dispatched[0])
-    searched, ours = None, None
-    for record in database.get_top_k(workload, 100):
+    records = database.get_top_k(workload, 100)
+    # ours as the build finds it (by trace key, the best-ranked): another trace that happens to
+    # lower to the same schedule may have a faster record, and a lead over that is not the lead
+    # choose_record weighs
+    ours = next((r for r in records if trace_key(r.trace) == seed_key(workload.mod, r.target)), None)
+    searched = None
+    for record in records:
         candidate = s_tir.Schedule(task.dispatched[0])
         record.trace.apply_to_schedule(candidate, remove_postproc=False)
-        if _same_schedule(candidate.mod["main"], untuned[task.task_name]):
-            ours = ours or record
-        elif searched is None:
+        if not _same_schedule(candidate.mod["main"], untuned[task.task_name]):
             searched = (record, candidate)
+            break
     if searched is None or ours is None:
         pytest.skip("the search measured nothing but our own schedule")
     return database, workload, task, untuned, searched, ours
