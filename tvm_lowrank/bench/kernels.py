@@ -67,6 +67,16 @@ def _kernel_calls(library, x: np.ndarray):
     return calls
 
 
+def kernel_functions(library, x: np.ndarray) -> list[tuple[str, object, object, list]]:
+    """[(kernel name, its module, its function, argument tensors)] of one run of "main" on `x`, in
+    call order: calling each function on its tensors in turn redoes the run's kernel work."""
+    calls = []
+    for name, args in _kernel_calls(library, x):
+        module = _kernel_module(library, name)
+        calls.append((name, module, module.get_function(name), args))
+    return calls
+
+
 def profile_kernels(library_path: str | Path, x: np.ndarray, flops: dict[str, float],
                     repeat: int = 10) -> list[dict]:
     """One row per kernel call: name, FLOPs, median seconds, achieved GFLOP/s."""
@@ -76,9 +86,7 @@ def profile_kernels(library_path: str | Path, x: np.ndarray, flops: dict[str, fl
 
     library = tvm.runtime.load_module(str(library_path))
     rows = []
-    for name, args in _kernel_calls(library, x):
-        module = _kernel_module(library, name)
-        function = module.get_function(name)
+    for name, module, function, args in kernel_functions(library, x):
         start = time.perf_counter()
         function(*args)
         number = runs_per_sample(time.perf_counter() - start, SAMPLE_SECONDS)
