@@ -13,12 +13,13 @@ budget spread over tasks: `tvm_lowrank.tune`) runs first, each build in its own 
 `OUT/db/<model>-<size>-<method>/`; a database already there is reused (rerunning costs nothing),
 so its tuning time and trials are those recorded when it was made.
 
-Timing: each cell in child processes of its own, one for PyTorch and ONNX Runtime, which also
-computes the reference outputs, then one for TVM, which never runs PyTorch: in one process,
-whichever thread pool starts second is slowed by the first (measured: a 0.29 ms TVM build takes 62 ms once 2-thread PyTorch has
-run, and 2-thread PyTorch slows by an order of magnitude beside TVM's pool). Each column is measured
-in interleaved rounds so a change of machine load hits the variants alike; medians are reported
-with the load average.
+Timing: each cell in child processes of its own, one for PyTorch, which also computes the
+reference outputs, one per ONNX Runtime session, then one for TVM, which never runs PyTorch: in
+one process, whichever thread pool starts second is slowed by the first (measured: a 0.29 ms TVM
+build takes 62 ms once 2-thread PyTorch has run, 2-thread PyTorch slows by an order of magnitude
+beside TVM's pool, and an ONNX Runtime session beside another ran at about its 1-thread speed).
+The columns of one process (PyTorch's two, TVM's three) are measured in interleaved rounds so a
+change of machine load hits them alike; medians are reported with the load average.
 Writes OUT/bench-x86.json (every sample's median, p10, p90) and OUT/bench-x86.md (the table).
 """
 
@@ -64,6 +65,8 @@ def parse_args(argv=None):
                         help=argparse.SUPPRESS)  # the tuning subprocess
     parser.add_argument("--baselines-only", type=Path, metavar="NPZ",
                         help=argparse.SUPPRESS)  # the PyTorch/ORT subprocess
+    parser.add_argument("--ort-only", type=Path, metavar="NPZ", help=argparse.SUPPRESS)  # an ORT subprocess
+    parser.add_argument("--ort-kind", choices=("dense", "low-rank"), help=argparse.SUPPRESS)
     parser.add_argument("--tvm-only", type=Path, metavar="NPZ", help=argparse.SUPPRESS)  # the TVM subprocess
     return parser.parse_args(argv)
 
@@ -164,7 +167,10 @@ def time_torch(cells, args) -> None:
         cell.samples.update(time_rounds(runs, args.rounds, args.budget))
 
 
-def time_ort(cells, args) -> None:
+def time_ort(cells, args, kind: str) -> None:
+    """ONNX Runtime on the program `kind` ("dense" or "low-rank") of each cell: one session per
+    process, since a second session's thread pool, spinning after its own runs, takes a core
+    (interleaved with the dense session, the low-rank VGG at 224² took 14 ms, alone 7)."""
     import torch
 
     from bench_untuned import time_rounds
@@ -172,15 +178,13 @@ def time_ort(cells, args) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         for cell in cells:
-            runs = {}
-            for kind, program in cell.programs.items():
-                path = Path(tmp) / f"{cell.model}-{cell.size}-{kind}.onnx"
-                export_onnx(program, torch.from_numpy(cell.x), path)
-                session = onnx_cpu_session(path, args.threads)
-                feed = {session.get_inputs()[0].name: cell.x}
-                cell.check(f"ort {kind}", session.run(None, feed)[0])
-                runs[f"ort {kind}"] = lambda s=session, f=feed: s.run(None, f)
-            cell.samples.update(time_rounds(runs, args.rounds, args.budget))
+            path = Path(tmp) / f"{cell.model}-{cell.size}-{kind}.onnx"
+            export_onnx(cell.programs[kind], torch.from_numpy(cell.x), path)
+            session = onnx_cpu_session(path, args.threads)
+            feed = {session.get_inputs()[0].name: cell.x}
+            cell.outputs[f"ort {kind}"] = session.run(None, feed)[0]
+            cell.samples.update(time_rounds({f"ort {kind}": lambda: session.run(None, feed)},
+                                            args.rounds, args.budget))
 
 
 def time_tvm(cells, args, target) -> None:
@@ -256,28 +260,29 @@ def markdown(summary) -> str:
 
 
 def timing_only(args, pairs) -> int:
-    """Subprocess body, one cell: with --baselines-only, PyTorch outputs and PyTorch/ORT timings;
-    with --tvm-only, TVM's outputs and timings (`args.target` resolved); into one .npz."""
+    """Subprocess body, one cell, into one .npz: with --baselines-only, PyTorch's outputs and
+    timings; with --ort-only, ONNX Runtime's on the program --ort-kind; with --tvm-only, TVM's."""
     cells = [Cell(m, s, args) for m, s in pairs]
     if args.baselines_only:
         for cell in cells:
             cell.run_programs()
         time_torch(cells, args)
-        time_ort(cells, args)
+    elif args.ort_only:
+        time_ort(cells, args, args.ort_kind)
     else:
         time_tvm(cells, args, host_target(args.target))
     arrays = {}
     for cell in cells:
         arrays.update({f"{cell.key}/output/{kind}": out for kind, out in cell.outputs.items()})
         arrays.update({f"{cell.key}/samples/{column}": np.asarray(v) for column, v in cell.samples.items()})
-        arrays.update({f"{cell.key}/error/{column}": np.asarray(v) for column, v in cell.errors.items()})
-    np.savez(args.baselines_only or args.tvm_only, **arrays)
+    np.savez(args.baselines_only or args.ort_only or args.tvm_only, **arrays)
     return 0
 
 
 def run_timings(args, cells) -> None:
-    """Each cell timed in child processes, PyTorch and ORT in one, then TVM in another (see the
-    module docstring); results into `cells`, TVM's outputs checked against PyTorch's.
+    """Each cell timed in child processes: PyTorch (which also computes the reference outputs),
+    ONNX Runtime once per program, then TVM (see the module docstring); results into `cells`,
+    ONNX Runtime's and TVM's outputs checked against PyTorch's.
 
     One process per cell: timed in one process after other cells, ONNX Runtime ran the VGG at 224²
     in 16.6-17.8 ms against 10.0-10.4 ms alone, and TVM's VGG 28² builds (dense and low-rank
@@ -287,23 +292,23 @@ def run_timings(args, cells) -> None:
               str(args.rounds), "--budget", str(args.budget), "--out", str(args.out)]
     if args.target:
         common += ["--target", args.target]
+    children = [["--baselines-only"], ["--ort-only", "--ort-kind", "dense"],
+                ["--ort-only", "--ort-kind", "low-rank"], ["--tvm-only"]]
     with tempfile.TemporaryDirectory() as tmp:
         for cell in cells:
-            for flag in ("--baselines-only", "--tvm-only"):
-                path = Path(tmp) / f"{cell.key}{flag}.npz"
-                subprocess.run([sys.executable, __file__, flag, str(path), *common,
+            for flag, *rest in children:
+                path = Path(tmp) / f"{cell.key}{flag}{'-'.join(rest)}.npz"
+                subprocess.run([sys.executable, __file__, flag, str(path), *rest, *common,
                                 "--cells", f"{cell.model}:{cell.size}"], check=True)
                 with np.load(path) as stored:
                     for name in stored.files:
                         part, _, label = name.partition("/")[2].partition("/")
-                        if part == "output" and flag == "--tvm-only":
-                            cell.check(label, stored[name])
-                        elif part == "output":
+                        if part == "output" and flag == "--baselines-only":
                             cell.outputs[label] = stored[name]
-                        elif part == "samples":
-                            cell.samples[label] = stored[name].tolist()
+                        elif part == "output":
+                            cell.check(label, stored[name])
                         else:
-                            cell.errors[label] = float(stored[name])
+                            cell.samples[label] = stored[name].tolist()
 
 
 def main(argv=None) -> int:
@@ -314,7 +319,7 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     pairs = ([(cell.rpartition(":")[0], int(cell.rpartition(":")[2])) for cell in args.cells] if args.cells
              else [(m, s) for m in args.models for s in args.sizes])
-    if args.baselines_only or args.tvm_only:
+    if args.baselines_only or args.ort_only or args.tvm_only:
         return timing_only(args, pairs)
     target = host_target(args.target)
     tuning = tune_all(args, [(m, s, k) for m, s in pairs for k in (args.method, "dense")])
