@@ -64,7 +64,7 @@ def parse_args(argv=None):
     parser.add_argument("--tune-only", nargs=4, metavar=("MODEL", "SIZE", "METHOD", "DB"),
                         help=argparse.SUPPRESS)  # the tuning subprocess
     parser.add_argument("--baselines-only", type=Path, metavar="NPZ",
-                        help=argparse.SUPPRESS)  # the PyTorch/ORT subprocess
+                        help=argparse.SUPPRESS)  # the PyTorch subprocess
     parser.add_argument("--ort-only", type=Path, metavar="NPZ", help=argparse.SUPPRESS)  # an ORT subprocess
     parser.add_argument("--ort-kind", choices=("dense", "low-rank"), help=argparse.SUPPRESS)
     parser.add_argument("--tvm-only", type=Path, metavar="NPZ", help=argparse.SUPPRESS)  # the TVM subprocess
