@@ -32,6 +32,10 @@ from .errors import TargetError
 FATBIN_MAGIC = 0xBA55ED50  # first u32 of an nvcc fatbin
 
 
+def _is_fatbin(data: bytes) -> bool:
+    return len(data) >= 4 and struct.unpack_from("<I", data)[0] == FATBIN_MAGIC
+
+
 def nvcc_path() -> str | None:
     """nvcc on PATH, or under $CUDA_HOME / /usr/local/cuda."""
     found = shutil.which("nvcc")
@@ -95,7 +99,7 @@ def _compiled_payload(payload: bytes, compile_source) -> bytes:
     if fmt != b"cuda":
         return payload
     binary = compile_source(source.decode())
-    if len(binary) < 4 or struct.unpack_from("<I", binary)[0] != FATBIN_MAGIC:
+    if not _is_fatbin(binary):
         raise TargetError("nvcc did not produce a fatbin for the CUDA kernels")
     return _sized(b"fatbin") + function_table + _sized(binary) + rest
 
@@ -144,7 +148,7 @@ def kernel_kinds(blob: bytes) -> list[str]:
         fmt, _, code, _ = _split_cuda_payload(payload)
         if fmt == b"cuda":
             kinds.append("cuda source")
-        elif len(code) >= 4 and struct.unpack_from("<I", code)[0] == FATBIN_MAGIC:
+        elif _is_fatbin(code):
             kinds.append("fatbin")
         elif code[:4] == b"\x7fELF":
             kinds.append("cubin")

@@ -8,14 +8,13 @@ import torch
 import tvm_ffi
 from torch import nn
 from tvm.relax.frontend.torch import from_exported_program
-from tvm.runtime import _ffi_api
 
-from tvm_lowrank.build import build
 from tvm_lowrank import cuda_aot
+from tvm_lowrank.build import build
 from tvm_lowrank.cuda import compute_capability
-from tvm_lowrank.cuda_aot import (FATBIN_MAGIC, _packed_modules, _Reader, _sized, _skip_function_table, _split_cuda_payload,
-                                  compile_packed_imports, export_cuda_library, kernel_kinds, kernels_compiled_by_nvcc,
-                                  nvcc_path)
+from tvm_lowrank.cuda_aot import (FATBIN_MAGIC, _packed_imports, _packed_modules, _Reader, _sized,
+                                  _skip_function_table, _split_cuda_payload, compile_packed_imports,
+                                  export_cuda_library, kernel_kinds, kernels_compiled_by_nvcc, nvcc_path)
 from tvm_lowrank.errors import TargetError
 from tvm_lowrank.targets import load_target
 
@@ -54,7 +53,7 @@ def cuda_payload_parts(payload):
 
 
 def packed(executable):
-    return bytes(_ffi_api.ModulePackImportsToTensor(executable.mod).numpy().tobytes())
+    return _packed_imports(executable.mod)
 
 
 def source_blob(executable):
