@@ -12,6 +12,7 @@ leaves them out.
 
 from __future__ import annotations
 
+import shutil
 from contextlib import nullcontext
 from importlib import import_module
 from pathlib import Path
@@ -143,11 +144,14 @@ def export_library(executable: tvm.runtime.Executable, path: str | Path,
     path.parent.mkdir(parents=True, exist_ok=True)
     if target.cross_compiler is None:
         executable.export_library(str(path))
+    elif shutil.which(target.cross_compiler) is None:
+        raise TargetError(f"target {target.name}: cross compiler {target.cross_compiler!r} is not "
+                          f"installed here (for aarch64 targets, scripts/arm_board.py setup installs it)")
     else:
         fcompile = tvm.support.cc.cross_compiler(target.cross_compiler)
         try:
             executable.export_library(str(path), fcompile=fcompile)
-        except (RuntimeError, OSError) as exc:  # the cross g++ is missing or fails to link
+        except (RuntimeError, OSError) as exc:  # the cross g++ fails to link
             raise TargetError(f"target {target.name}: cross compiler {target.cross_compiler!r} "
                               f"failed to link {path}: {exc}") from exc
     return path

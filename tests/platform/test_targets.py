@@ -6,6 +6,7 @@ import pytest
 import tvm
 
 from tvm_lowrank.errors import TargetError
+from tvm_lowrank.runner import local_unavailable_reason
 from tvm_lowrank.targets import TARGETS_DIR, host_cpu_flags, list_targets, load_target
 
 X86_AVX2 = json.loads((TARGETS_DIR / "x86-avx2.json").read_text())
@@ -82,7 +83,9 @@ def test_runs_on_host_checks_arch_and_cpu_flags(tmp_path):
         pytest.skip("this CPU has no AVX2")
     assert load_target("x86-avx2").runs_on_host()
     assert load_target("x86-avx512").runs_on_host() == ("avx512f" in host_cpu_flags())
-    assert not load_target(write_target(tmp_path, cpu_flags=["avx2", "no_such_isa"])).runs_on_host()
+    lacking = load_target(write_target(tmp_path, cpu_flags=["avx2", "no_such_isa"]))
+    assert not lacking.runs_on_host()
+    assert local_unavailable_reason(lacking) == "this CPU lacks no_such_isa, which target x86-avx2 needs"
     arm = write_target(tmp_path, arch="aarch64", cpu_flags=[],
                        tvm_target={"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]})
     assert not load_target(arm).runs_on_host()

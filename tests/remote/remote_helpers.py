@@ -1,10 +1,12 @@
 """Shared pieces of the remote tests: the board script, free ports, a tiny conv model and its build."""
 
 import importlib.util
+import shutil
 import socket
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from torch import nn
 from tvm.relax.frontend.torch import from_exported_program
@@ -64,10 +66,14 @@ def compile_tiny(target_name: str, out: Path, **options):
     """compile_model (the API path) on TinyConvNet, its convs rewritten as rank-2 Tai pairs.
 
     Its outputs are feature maps, not class scores, so top-1 agreement with the dense model is not
-    required; the compiler check (vs the PyTorch low-rank model) is what matters here.
+    required; the compiler check (vs the PyTorch low-rank model) is what matters here. Skips the
+    test where the target's cross compiler is not installed.
     """
     from tvm_lowrank.api import compile_model
 
+    cross_compiler = load_target(target_name).cross_compiler
+    if cross_compiler and shutil.which(cross_compiler) is None:
+        pytest.skip(f"{cross_compiler} not installed (run scripts/arm_board.py setup)")
     model, example = tiny_model()
     options = {"method": "tai", "rank": 2, "min_top1_agreement": 0.0, "num_random_inputs": 4, **options}
     return compile_model(model, target=target_name, out=out, example_input=example, **options)
