@@ -1,15 +1,15 @@
 """Untuned CPU speed: PyTorch eager vs TVM's default pipeline vs TVM with our schedules.
 
     python scripts/bench_untuned.py [--model vgg-fmnist] [--sizes 28 64] [--methods dense tai]
-                                    [--rank macs:0.25] [--threads 2] [--ort]
+                                    [--rank macs:0.25] [--threads 2]
 
 For each input size and method (dense, or a low-rank method at --rank) it builds the model
 twice, `build(..., schedules=False)` (TVM's default CPU code) and `build(...)` (our schedules), and
 prints median (and minimum) milliseconds per batch-1 inference and the ratios. PyTorch runs the same BN-folded
-program (the low-rank one with the chains the Relax pass chose). PyTorch (and onnxruntime with
---ort) are timed first, before TVM's thread pool exists: with both pools alive, 2-thread PyTorch
-slows by an order of magnitude. Each column is measured in interleaved rounds, so a change of
-machine load hits the variants alike; the load average is printed with the table.
+program (the low-rank one with the chains the Relax pass chose). PyTorch is timed first, before
+TVM's thread pool exists: with both pools alive, 2-thread PyTorch slows by an order of magnitude. Each column is measured in interleaved rounds, so a change of
+machine load hits the variants alike; the load average is printed with the table. ONNX Runtime
+is `bench_x86.py`'s: timed fairly, each of its sessions needs a process of its own.
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ def parse_args(argv=None):
     parser.add_argument("--rounds", type=int, default=15, help="interleaved timing rounds per column")
     parser.add_argument("--budget", type=float, default=0.05,
                         help="seconds of runs per variant per round (fewer runs for slow variants)")
-    parser.add_argument("--ort", action="store_true", help="also time onnxruntime (ONNX export of the program)")
     return parser.parse_args(argv)
 
 
@@ -130,25 +129,6 @@ def bench_torch(configs, args):
     return {size: x.numpy() for size, x in inputs.items()}
 
 
-def bench_ort(configs, args, inputs, tmp_dir: Path):
-    import torch
-
-    from tvm_lowrank.bench.baselines import export_onnx, onnx_cpu_session
-
-    columns = {}
-    for config in configs:
-        path = tmp_dir / f"{config.method}-{config.size}.onnx"
-        export_onnx(config.program, torch.from_numpy(inputs[config.size]), path)
-        session = onnx_cpu_session(path, args.threads)
-        name = session.get_inputs()[0].name
-        feed = {name: inputs[config.size]}
-        config.errors["ort"] = _max_error(session.run(None, feed)[0], config, inputs)
-        columns[(config.size, config.method)] = lambda s=session, f=feed: s.run(None, f)
-    samples = time_rounds(columns, args.rounds, args.budget)
-    for config in configs:
-        config.times["ort"] = samples[(config.size, config.method)]
-
-
 def _max_error(output, config, inputs) -> float:
     """Largest |output - PyTorch| relative to the largest |PyTorch output|."""
     import numpy as np
@@ -199,16 +179,11 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     os.environ["TVM_NUM_THREADS"] = str(args.threads)  # read when TVM's thread pool starts
     sys.path.insert(0, str(REPO))
-    import tempfile
 
     load_before = os.getloadavg()[0]
     configs = load_configs(args)
     inputs = bench_torch(configs, args)
     columns = ["torch"]
-    if args.ort:
-        with tempfile.TemporaryDirectory() as tmp:
-            bench_ort(configs, args, inputs, Path(tmp))
-        columns.append("ort")
     target_name = bench_tvm(configs, args, inputs)
     columns += ["tvm default", "tvm ours"]
     print(f"# {args.model} ({'trained' if configs[0].pretrained else 'random'} weights), batch 1, "

@@ -19,7 +19,10 @@ one process, whichever thread pool starts second is slowed by the first (measure
 build takes 62 ms once 2-thread PyTorch has run, 2-thread PyTorch slows by an order of magnitude
 beside TVM's pool, and an ONNX Runtime session beside another ran at about its 1-thread speed).
 The columns of one process (PyTorch's two, TVM's three) are measured in interleaved rounds so a
-change of machine load hits them alike; medians are reported with the load average.
+change of machine load hits them alike; medians are reported with the load average. Each
+column's conv GFLOP/s is set against a ceiling measured in the PyTorch child (its 512² float32
+matrix product on the same threads): where both TVM and ONNX Runtime run near it, no schedule
+can widen the gap between them.
 Writes OUT/bench-x86.json (every sample's median, p10, p90) and OUT/bench-x86.md (the table).
 """
 
@@ -128,6 +131,7 @@ class Cell:
         self.macs = {kind: totals(rows_from_records(prepared.records))["conv_macs_after"]
                      for kind, prepared in (("dense", dense), ("low-rank", lowrank))}
         self.samples: dict[str, list[float]] = {}
+        self.gemm_gflops = float("nan")  # the CPU's ceiling, measured beside this cell's PyTorch runs
         self.errors: dict[str, float] = {}
         self.outputs: dict = {}  # kind -> PyTorch output
 
@@ -217,6 +221,8 @@ def summarize(cells, tuning, args, target, load) -> dict:
         speedup = ms["tvm dense tuned"] / ms["tvm low-rank tuned"]
         dense_tuning = tuning[(cell.model, cell.size, "dense")]
         lowrank_tuning = tuning[(cell.model, cell.size, args.method)]
+        # conv GFLOP/s of each column (2 FLOPs a MAC; pools, adds and the classifier not counted)
+        gflops = {c: 2 * cell.macs["dense" if "dense" in c else "low-rank"] / (ms[c] * 1e-3) / 1e9 for c in COLUMNS}
         rows.append({
             "model": cell.model, "input": f"{cell.size}x{cell.size}", "method": args.method, "rank": args.rank,
             "dense_mmacs": cell.macs["dense"] / 1e6, "lowrank_mmacs": cell.macs["low-rank"] / 1e6,
@@ -228,6 +234,7 @@ def summarize(cells, tuning, args, target, load) -> dict:
             "tvm_vs_ort_lowrank_p10": spread["ort low-rank"][0] / spread["tvm low-rank tuned"][0],
             "tvm_lowrank_speedup": speedup, "speedup_share_of_mac_ratio": speedup / mac_ratio,
             "tuning": {"dense": dense_tuning, "low-rank": lowrank_tuning},
+            "conv_gflops": gflops, "gemm_gflops": cell.gemm_gflops,
             "max_relative_error": max(cell.errors.values()),
         })
     return {"target": target.name, "threads": args.threads, "rounds": args.rounds,
@@ -236,12 +243,14 @@ def summarize(cells, tuning, args, target, load) -> dict:
 
 def markdown(summary) -> str:
     head = ["model", "input", "MAC ratio"] + [f"{c} ms" for c in COLUMNS] + [
-        "×PyTorch LR", "×ORT LR", "×ORT LR, p10s", "LR/dense speed-up (share of MAC ratio)", "tuning dense / LR"]
+        "×PyTorch LR", "×ORT LR", "×ORT LR, p10s", "LR conv GFLOP/s TVM / ORT (GEMM ceiling)",
+        "LR/dense speed-up (share of MAC ratio)", "tuning dense / LR"]
     lines = [f"Batch 1, {summary['threads']} threads, {summary['target']}, medians of "
              f"{summary['rounds']} interleaved rounds; load average {summary['load_average'][0]:.1f} → "
              f"{summary['load_average'][1]:.1f} on {summary['cpus']} CPUs. ×PyTorch LR / ×ORT LR: how many times "
              "faster TVM low-rank tuned runs than PyTorch eager / ONNX Runtime on the same low-rank program; "
-             "p10s: the same between the fastest tenths of their runs.",
+             "p10s: the same between the fastest tenths of their runs. Conv GFLOP/s: 2 × conv MACs / median; "
+             "GEMM ceiling: PyTorch's 512² float32 matrix product on the same threads, fastest sample.",
              "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in summary["rows"]:
         ms = row["median_ms"]
@@ -250,6 +259,8 @@ def markdown(summary) -> str:
             [row["model"], row["input"], f"{row['mac_ratio']:.2f}×"] + [f"{ms[c]:.3f}" for c in COLUMNS]
             + [f"{row['tvm_vs_torch_lowrank']:.2f}×", f"{row['tvm_vs_ort_lowrank']:.2f}×",
                f"{row['tvm_vs_ort_lowrank_p10']:.2f}×",
+               f"{row['conv_gflops']['tvm low-rank tuned']:.0f} / {row['conv_gflops']['ort low-rank']:.0f} "
+               f"({row['gemm_gflops']:.0f})",
                f"{row['tvm_lowrank_speedup']:.2f}× ({row['speedup_share_of_mac_ratio']:.0%})",
                f"{tune['dense']['trials']} trials {tune['dense']['seconds'] / 60:.1f} min / "
                f"{tune['low-rank']['trials']} trials {tune['low-rank']['seconds'] / 60:.1f} min"]) + " |")
@@ -264,9 +275,13 @@ def timing_only(args, pairs) -> int:
     timings; with --ort-only, ONNX Runtime's on the program --ort-kind; with --tvm-only, TVM's."""
     cells = [Cell(m, s, args) for m, s in pairs]
     if args.baselines_only:
+        from tvm_lowrank.bench.baselines import peak_gflops
+
         for cell in cells:
             cell.run_programs()
         time_torch(cells, args)
+        for cell in cells:
+            cell.gemm_gflops = peak_gflops(args.threads)
     elif args.ort_only:
         time_ort(cells, args, args.ort_kind)
     else:
@@ -275,6 +290,7 @@ def timing_only(args, pairs) -> int:
     for cell in cells:
         arrays.update({f"{cell.key}/output/{kind}": out for kind, out in cell.outputs.items()})
         arrays.update({f"{cell.key}/samples/{column}": np.asarray(v) for column, v in cell.samples.items()})
+        arrays[f"{cell.key}/ceiling/gemm"] = np.asarray(cell.gemm_gflops)
     np.savez(args.baselines_only or args.ort_only or args.tvm_only, **arrays)
     return 0
 
@@ -303,7 +319,11 @@ def run_timings(args, cells) -> None:
                 with np.load(path) as stored:
                     for name in stored.files:
                         part, _, label = name.partition("/")[2].partition("/")
-                        if part == "output" and flag == "--baselines-only":
+                        if part == "ceiling" and flag == "--baselines-only":
+                            cell.gemm_gflops = float(stored[name])
+                        elif part == "ceiling":
+                            continue
+                        elif part == "output" and flag == "--baselines-only":
                             cell.outputs[label] = stored[name]
                         elif part == "output":
                             cell.check(label, stored[name])

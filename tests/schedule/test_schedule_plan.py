@@ -11,18 +11,18 @@ from tvm_lowrank.schedule import (SCHEDULED_ATTR, ApplyCPUSchedules, CPUVectorIn
 from tvm_lowrank.schedule.cpu_conv import CHANNEL_TASKS_PER_THREAD, choose_x_chunk, plan_channel_tile
 
 AVX512 = CPUVectorInfo(bits=512, registers=32, threads=2)
-AVX2 = CPUVectorInfo(bits=256, registers=16, threads=2)
+AVX2 = CPUVectorInfo(bits=256, registers=16, threads=2, fma_broadcasts=False)
 
 
-@pytest.mark.parametrize("config, bits, registers", [
-    ({"kind": "llvm", "mcpu": "haswell"}, 256, 16),
-    ({"kind": "llvm", "mcpu": "skylake-avx512"}, 512, 32),
-    ({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]}, 128, 32),
-    ({"kind": "llvm", "mcpu": "znver5", "num-cores": 3}, 512, 32),
+@pytest.mark.parametrize("config, bits, registers, fma_broadcasts", [
+    ({"kind": "llvm", "mcpu": "haswell"}, 256, 16, False),
+    ({"kind": "llvm", "mcpu": "skylake-avx512"}, 512, 32, True),
+    ({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]}, 128, 32, True),
+    ({"kind": "llvm", "mcpu": "znver5", "num-cores": 3}, 512, 32, True),
 ])
-def test_vector_width_comes_from_the_target_not_the_host(config, bits, registers):
+def test_vector_width_comes_from_the_target_not_the_host(config, bits, registers, fma_broadcasts):
     info = cpu_vector_info(tvm.target.Target(config))
-    assert (info.bits, info.registers) == (bits, registers)
+    assert (info.bits, info.registers, info.fma_broadcasts) == (bits, registers, fma_broadcasts)
     if "num-cores" in config:
         assert info.threads == 3
 
@@ -59,6 +59,21 @@ def test_dense_conv_blocks_channels_and_depthwise_blocks_rows():
     assert dense.oc_block == 16 and dense.x_chunk == 14
     depthwise = plan_tile(_conv(16, 7, in_per_group=1, groups=16), AVX512)
     assert depthwise.oc_block == 1 and depthwise.row_block == 7  # the whole 7x7 map in registers
+
+
+@pytest.mark.parametrize("shape, avx2_tile", [
+    (_conv(32, 224, kernel=(1, 3)), (4, 2)),  # 28 row chunks: 4 x 3 does not divide
+    (_conv(12, 224, kernel=(3, 1)), (3, 4)),  # 12 x 1 before: 13 loads per 12 FMAs, now 7
+    (WindowShape(1, 24, 28, 28, 64, 24, (3, 1), flat_pixels=True), (6, 2)),  # 98 flat vectors
+])
+def test_avx2_tile_loads_fewest_registers_per_fma(shape, avx2_tile):
+    """AVX2 FMAs take no broadcast operand: each weight is a load, so the channel-first tile
+    (8 or 12 channels x 1 vector) gives way to the one with the most FMAs per load; AVX-512 keeps it."""
+    avx2, avx512 = plan_tile(shape, AVX2), plan_tile(shape, AVX512)
+    assert (avx2.oc_block, avx2.x_chunks) == avx2_tile
+    loads = lambda tile: (tile.oc_block + tile.x_chunks) / tile.accumulators  # noqa: E731
+    assert loads(avx2) < loads(plan_tile(shape, AVX2.__class__(256, 16, 2)))  # as if it could broadcast
+    assert avx512.oc_block == min(16, shape.out_per_group) or avx512.x_chunks == 1
 
 
 def _fused_conv_module():

@@ -17,11 +17,14 @@ from tvm.target.codegen import llvm_cpu_has_features
 @dataclass(frozen=True)
 class CPUVectorInfo:
     """SIMD facts of one llvm target: `bits` per vector register, `registers` architectural vector
-    registers, `threads` the runtime will run parallel loops on."""
+    registers, `threads` the runtime will run parallel loops on. `fma_broadcasts`: an FMA can take
+    its scalar operand broadcast from memory (AVX-512's {1toN}; NEON's by-element FMLA), so a
+    broadcast weight costs no load of its own; on AVX2 each one is a separate load."""
 
     bits: int
     registers: int
     threads: int
+    fma_broadcasts: bool = True
 
     def lanes(self, dtype_bits: int = 32) -> int:
         return max(self.bits // dtype_bits, 1)
@@ -52,5 +55,5 @@ def cpu_vector_info(target: Target) -> CPUVectorInfo:
     if llvm_cpu_has_features("avx512f", target):
         return CPUVectorInfo(512, 32, threads)
     if llvm_cpu_has_features("avx", target):
-        return CPUVectorInfo(256, 16, threads)
-    return CPUVectorInfo(128, 16, threads)
+        return CPUVectorInfo(256, 16, threads, fma_broadcasts=False)
+    return CPUVectorInfo(128, 16, threads, fma_broadcasts=False)
