@@ -7,9 +7,10 @@ For each input size and method (dense, or a low-rank method at --rank) it builds
 twice, `build(..., schedules=False)` (TVM's default CPU code) and `build(...)` (our schedules), and
 prints median (and minimum) milliseconds per batch-1 inference and the ratios. PyTorch runs the same BN-folded
 program (the low-rank one with the chains the Relax pass chose). PyTorch is timed first, before
-TVM's thread pool exists: with both pools alive, 2-thread PyTorch slows by an order of magnitude. Each column is measured in interleaved rounds, so a change of
-machine load hits the variants alike; the load average is printed with the table. ONNX Runtime
-is `bench_x86.py`'s: timed fairly, each of its sessions needs a process of its own.
+TVM's thread pool exists: with both pools alive, 2-thread PyTorch slows by an order of magnitude.
+Each column is measured in interleaved rounds, so a change of machine load hits the variants
+alike; the load average is printed with the table. ONNX Runtime is `bench_x86.py`'s: timed fairly,
+each of its sessions needs a process of its own.
 """
 
 from __future__ import annotations

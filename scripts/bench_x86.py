@@ -290,7 +290,8 @@ def timing_only(args, pairs) -> int:
     for cell in cells:
         arrays.update({f"{cell.key}/output/{kind}": out for kind, out in cell.outputs.items()})
         arrays.update({f"{cell.key}/samples/{column}": np.asarray(v) for column, v in cell.samples.items()})
-        arrays[f"{cell.key}/ceiling/gemm"] = np.asarray(cell.gemm_gflops)
+        if args.baselines_only:
+            arrays[f"{cell.key}/ceiling/gemm"] = np.asarray(cell.gemm_gflops)
     np.savez(args.baselines_only or args.ort_only or args.tvm_only, **arrays)
     return 0
 
@@ -319,10 +320,8 @@ def run_timings(args, cells) -> None:
                 with np.load(path) as stored:
                     for name in stored.files:
                         part, _, label = name.partition("/")[2].partition("/")
-                        if part == "ceiling" and flag == "--baselines-only":
+                        if part == "ceiling":
                             cell.gemm_gflops = float(stored[name])
-                        elif part == "ceiling":
-                            continue
                         elif part == "output" and flag == "--baselines-only":
                             cell.outputs[label] = stored[name]
                         elif part == "output":

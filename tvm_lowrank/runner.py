@@ -18,7 +18,7 @@ import numpy as np
 from .artifact import Artifact
 from .boards import EMULATED_LABEL
 from .errors import TargetError
-from .targets import TargetSpec, host_arch, host_cpu_flags, load_target
+from .targets import TargetSpec, host_arch, load_target
 
 # The TVM device kind that an artifact's kernels run on, by TVM target kind.
 DEVICE_KINDS = {"llvm": "cpu", "opencl": "opencl", "cuda": "cuda"}
@@ -76,7 +76,7 @@ def local_unavailable_reason(target: TargetSpec) -> str | None:
     if target.rpc_key is not None and kind == "cpu":
         return f"target {target.name} runs on a board (RPC key {target.rpc_key!r})"
     if kind == "cpu":
-        missing = [flag for flag in target.cpu_flags if flag not in host_cpu_flags()]
+        missing = target.missing_cpu_flags()
         return f"this CPU lacks {', '.join(missing)}, which target {target.name} needs" if missing else None
     if kind == "opencl":
         from .opencl import opencl_unavailable_reason

@@ -80,7 +80,11 @@ class TargetSpec:
             return False
         if host_arch() != self.arch:
             return False
-        return set(self.cpu_flags) <= host_cpu_flags()
+        return not self.missing_cpu_flags()
+
+    def missing_cpu_flags(self) -> list[str]:
+        """The flags this target's code requires that this CPU lacks, in the target file's order."""
+        return [flag for flag in self.cpu_flags if flag not in host_cpu_flags()]
 
 
 def host_arch() -> str | None:

@@ -62,6 +62,13 @@ def build_library(model: nn.Module, x: torch.Tensor, target_name: str, path: Pat
     return export_library(build(relax_module(model, x), target), path, target)
 
 
+def skip_without_cross_compiler(target_name: str) -> None:
+    """Skip the test where the target's cross compiler is not installed."""
+    cross_compiler = load_target(target_name).cross_compiler
+    if cross_compiler and shutil.which(cross_compiler) is None:
+        pytest.skip(f"{cross_compiler} not installed (run scripts/arm_board.py setup)")
+
+
 def compile_tiny(target_name: str, out: Path, **options):
     """compile_model (the API path) on TinyConvNet, its convs rewritten as rank-2 Tai pairs.
 
@@ -71,9 +78,7 @@ def compile_tiny(target_name: str, out: Path, **options):
     """
     from tvm_lowrank.api import compile_model
 
-    cross_compiler = load_target(target_name).cross_compiler
-    if cross_compiler and shutil.which(cross_compiler) is None:
-        pytest.skip(f"{cross_compiler} not installed (run scripts/arm_board.py setup)")
+    skip_without_cross_compiler(target_name)
     model, example = tiny_model()
     options = {"method": "tai", "rank": 2, "min_top1_agreement": 0.0, "num_random_inputs": 4, **options}
     return compile_model(model, target=target_name, out=out, example_input=example, **options)

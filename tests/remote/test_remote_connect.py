@@ -1,13 +1,12 @@
 """Connection errors that need no board (fast), and the aarch64 target files' cross build."""
 
-import shutil
 import socket
 import time
 
 import pytest
 import torch
 
-from remote_helpers import TinyConvNet, build_library, free_port
+from remote_helpers import TinyConvNet, build_library, free_port, skip_without_cross_compiler
 from tvm_lowrank.errors import LowRankError
 from tvm_lowrank.remote import DeviceError, connect, parse_tracker
 from tvm_lowrank.targets import load_target
@@ -64,8 +63,7 @@ def test_arm_target_files_name_their_board(name):
 
 @pytest.mark.parametrize("name", ARM_TARGETS)
 def test_cross_build_is_an_aarch64_shared_library(name, tmp_path):
-    if shutil.which("aarch64-linux-gnu-g++") is None:
-        pytest.skip("aarch64-linux-gnu-g++ not installed (run scripts/arm_board.py setup)")
+    skip_without_cross_compiler(name)
     torch.manual_seed(0)
     path = build_library(TinyConvNet(), torch.randn(1, 3, 8, 8), name, tmp_path / f"{name}.so")
     header = path.read_bytes()[:20]

@@ -72,7 +72,7 @@ def test_avx2_tile_loads_fewest_registers_per_fma(shape, avx2_tile):
     avx2, avx512 = plan_tile(shape, AVX2), plan_tile(shape, AVX512)
     assert (avx2.oc_block, avx2.x_chunks) == avx2_tile
     loads = lambda tile: (tile.oc_block + tile.x_chunks) / tile.accumulators  # noqa: E731
-    assert loads(avx2) < loads(plan_tile(shape, AVX2.__class__(256, 16, 2)))  # as if it could broadcast
+    assert loads(avx2) < loads(plan_tile(shape, CPUVectorInfo(256, 16, 2)))  # as if it could broadcast
     assert avx512.oc_block == min(16, shape.out_per_group) or avx512.x_chunks == 1
 
 

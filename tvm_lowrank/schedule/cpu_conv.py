@@ -227,12 +227,14 @@ def _fewest_loads(shape: WindowShape, vec: CPUVectorInfo, tile: Tile, chunks: in
     if vec.fma_broadcasts or tile.row_block > 1 or shape.out_per_group == 1:
         return tile
     budget = vec.accumulators // -(-tile.x_chunk // vec.lanes())
-    rows = 1 if tile.flat else shape.out_h
+
+    def tasks(oc: int, xc: int) -> int:  # a flat tile's tasks split the pixels, a row tile's the rows
+        return shape.batch * (shape.channels // oc) * (chunks // xc if tile.flat else shape.out_h)
+
     best, best_key = tile, None
     for oc in (d for d in divisors(shape.out_per_group) if d <= min(MAX_OC_BLOCK, budget)):
         for xc in (d for d in divisors(chunks) if oc * d <= budget):
-            if shape.batch * (shape.channels // oc) * rows * (chunks // xc if tile.flat else 1) \
-                    < TASKS_PER_THREAD * vec.threads:
+            if tasks(oc, xc) < TASKS_PER_THREAD * vec.threads:
                 continue
             key = (oc * xc / (oc + xc), oc * xc, oc)
             if best_key is None or key > best_key:
