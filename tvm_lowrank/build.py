@@ -66,7 +66,8 @@ def graph_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
         from .schedule import cpu_vector_info
 
         passes.append(PadConvInputsAtProducer())
-        passes.append(ChannelsLastNarrowConvWeights(max_width=cpu_vector_info(target).lanes()))
+        vec = cpu_vector_info(target)
+        passes.append(ChannelsLastNarrowConvWeights(vec.lanes(), max_width=vec.channel_vector_width))
     return passes
 
 

@@ -83,7 +83,7 @@ def test_narrow_convs_get_channel_last_weights(hw, groups, rewritten):
     x, weight = _case(np.random.default_rng(2), 8, 16, (3, 1), hw, groups)
     padding = (1, 0, 1, 0)
     mod = _conv_module(x.shape, weight, padding, groups=groups)
-    packed = ChannelsLastNarrowConvWeights(max_width=16)(mod)
+    packed = ChannelsLastNarrowConvWeights(16)(mod)
     (call,) = conv_calls(packed)
     if not rewritten:
         assert call.attrs.kernel_layout == "OIHW" and kernel_shape(call) == weight.shape
@@ -94,8 +94,22 @@ def test_narrow_convs_get_channel_last_weights(hw, groups, rewritten):
                                rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("width, out_channels, rewritten", [
+    (4, 12, True),  # narrower than a vector: always
+    (28, 16, True), (56, 8, True),  # up to max_width when the channels fill whole vectors
+    (28, 12, False),  # 12 channels: a part-empty channel vector, the rows stay
+    (64, 16, False),  # as wide as max_width
+])
+def test_channel_last_weights_up_to_max_width_need_whole_channel_vectors(width, out_channels, rewritten):
+    """AVX2's setting (8 lanes, maps up to 64 wide: `CPUVectorInfo.channel_vector_width`)."""
+    x, weight = _case(np.random.default_rng(4), 4, out_channels, (1, 3), (2, width))
+    packed = ChannelsLastNarrowConvWeights(8, max_width=64)(_conv_module(x.shape, weight, (0, 1, 0, 1)))
+    (call,) = conv_calls(packed)
+    assert (call.attrs.kernel_layout == "IHWO") == rewritten
+
+
 @pytest.mark.parametrize("hw, changed", [((1, 4), True), ((6, 16), False)])
-@pytest.mark.parametrize("graph_pass", [TrimDeadConvTaps(), ChannelsLastNarrowConvWeights(max_width=16)])
+@pytest.mark.parametrize("graph_pass", [TrimDeadConvTaps(), ChannelsLastNarrowConvWeights(16)])
 def test_graph_passes_handle_a_conv_whose_result_is_rebound(graph_pass, hw, changed):
     """`out = conv(...)` bound again to a variable: the pattern matches that variable as well."""
     x, weight = _case(np.random.default_rng(3), 8, 12, (3, 1), hw)

@@ -63,7 +63,8 @@ def test_dense_conv_blocks_channels_and_depthwise_blocks_rows():
 
 @pytest.mark.parametrize("shape, avx2_tile", [
     (_conv(32, 224, kernel=(1, 3)), (4, 2)),  # 28 row chunks: 4 x 3 does not divide
-    (_conv(12, 224, kernel=(3, 1)), (3, 4)),  # 12 x 1 before: 13 loads per 12 FMAs, now 7
+    # 12 x 1 before: 13 loads per 12 FMAs; 3 x 4 loads 7 but needs 12 + 4 + 1 registers of 16
+    (_conv(12, 224, kernel=(3, 1)), (6, 2)),
     (WindowShape(1, 24, 28, 28, 64, 24, (3, 1), flat_pixels=True), (6, 2)),  # 98 flat vectors
 ])
 def test_avx2_tile_loads_fewest_registers_per_fma(shape, avx2_tile):
@@ -74,6 +75,8 @@ def test_avx2_tile_loads_fewest_registers_per_fma(shape, avx2_tile):
     loads = lambda tile: (tile.oc_block + tile.x_chunks) / tile.accumulators  # noqa: E731
     assert loads(avx2) < loads(plan_tile(shape, CPUVectorInfo(256, 16, 2)))  # as if it could broadcast
     assert avx512.oc_block == min(16, shape.out_per_group) or avx512.x_chunks == 1
+    live = avx2.accumulators + avx2.x_chunks + 1  # accumulators, shared input vectors, a weight
+    assert live <= AVX2.registers
 
 
 def _fused_conv_module():
@@ -161,3 +164,29 @@ def test_channel_tile_keeps_several_accumulators_on_a_tiny_map():
     tile = plan_channel_tile(_channels_last(96, 2, 256), AVX512)
     assert tile.parallel and tile.f_chunk == 16
     assert tile.f_vectors * tile.row_block * tile.x_block >= 6
+
+
+def test_channel_tile_on_a_prime_width_takes_the_whole_row():
+    """A 7-wide map on AVX2 (half its budget is 6 columns): a one-column tile would stream the
+    weights once per pixel, a whole-row tile once per row. AVX-512's tile already held the row."""
+    shape = _channels_last(192, 7, 512)
+    assert plan_channel_tile(shape, AVX2).x_block == 7
+    assert plan_channel_tile(shape, AVX512).x_block == 7
+    assert plan_channel_tile(_channels_last(16, 14, 32), AVX512).x_block == 7  # half the row: kept
+
+
+@pytest.mark.parametrize("shape, most_vectors", [
+    (_channels_last(96, 14, 256), 2),  # 3 vectors x 2x2 pixels: 12 + 3 weights + 2 > 16
+    (WindowShape(1, 96, 7, 14, 256, 96, (3, 1), channels_last_weight=True), 4),  # 6 x 1x2: 12 + 6 + 1
+])
+def test_channel_tile_keeps_its_live_vectors_in_the_register_file(shape, most_vectors):
+    """AVX2 has 16 vector registers: accumulators, the weight vectors the pixels share and the
+    broadcast input must fit, or LLVM spills accumulators on every tap."""
+    tile = plan_channel_tile(shape, AVX2)
+    assert tile.f_vectors == most_vectors
+
+
+def test_avx2_vectorizes_channels_on_maps_up_to_56_wide():
+    """Where FMAs broadcast (AVX-512) only maps narrower than a vector; on AVX2 up to 8 vectors."""
+    assert AVX512.channel_vector_width == 16
+    assert AVX2.channel_vector_width == 64

@@ -22,15 +22,20 @@ CHANNELS_LAST = "IHWO"
 @relax.transform.function_pass(opt_level=0, name="ChannelsLastNarrowConvWeights")
 class ChannelsLastNarrowConvWeights:
     """Give every NCHW/OIHW, ungrouped conv2d with a constant weight and an output narrower than
-    `max_width` pixels an IHWO weight (the same values, transposed at compile time).
+    `lanes` pixels an IHWO weight (the same values, transposed at compile time), and those narrower
+    than `max_width` whose output channels fill whole vectors of `lanes`.
 
     Grouped and depthwise convs keep OIHW: their output channels read different input channels,
-    so a channel vector would gather its inputs. `max_width` is the target's vector lanes (the
-    width below which row vectors run part-empty).
+    so a channel vector would gather its inputs. `lanes`: the target's vector lanes, the width
+    below which row vectors run part-empty; `max_width` (default `lanes`): the target's
+    `CPUVectorInfo.channel_vector_width`, wider on AVX2, whose row tiles cost more loads. Between
+    the two, a conv with fewer channels than a vector (a 1-channel Tai factor) keeps its row
+    vectors: its channel vector would run part-empty instead.
     """
 
-    def __init__(self, max_width: int):
-        self.max_width = max_width
+    def __init__(self, lanes: int, max_width: int | None = None):
+        self.lanes = lanes
+        self.max_width = max(max_width or lanes, lanes)
 
     def transform_function(self, func: relax.Function, mod, ctx) -> relax.Function:
         return rewrite_nchw_convs(func, self._pack)
@@ -38,7 +43,10 @@ class ChannelsLastNarrowConvWeights:
     def _pack(self, call, data, weight: np.ndarray):
         attrs = call.attrs
         out_shape = static_shape(call.ty.shape)
-        if int(attrs.groups) != 1 or out_shape is None or out_shape[3] >= self.max_width:
+        if int(attrs.groups) != 1 or out_shape is None:
+            return call
+        width, channels = out_shape[3], out_shape[1]
+        if width >= self.max_width or (width >= self.lanes and channels % self.lanes):
             return call
         packed = relax.const(np.ascontiguousarray(weight.transpose(1, 2, 3, 0)), str(weight.dtype))
         return relax.op.nn.conv2d(data, packed, strides=attrs.strides, padding=attrs.padding,

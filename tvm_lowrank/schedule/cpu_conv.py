@@ -79,7 +79,10 @@ most lanes of a row vector empty, and a 1-wide map runs scalar. For those, the b
 read contiguous along output channels, puts channels in the vector lanes instead
 (`schedule_channel_window`: per tap, one broadcast input value times one weight vector per group
 of channels; accumulators channel-innermost). ResNet-18 at 32x32, Tai: 0.65 -> 0.41 ms; at 224x224
-(7- and 14-wide late stages) no measurable change either way.
+(7- and 14-wide late stages) no measurable change either way on AVX-512. On AVX2, which has no
+broadcast operand for the row tile's weights and splits the 7-lane vectors of 28-, 14- and 7-wide
+rows into 3 loads, maps up to 56 wide take the channel tile (`CPUVectorInfo.channel_vector_width`:
+ResNet-18 224x224 untuned 9.2 -> 7.4 ms on a Zen 3).
 """
 
 from __future__ import annotations
@@ -222,11 +225,15 @@ def _fewest_loads(shape: WindowShape, vec: CPUVectorInfo, tile: Tile, chunks: in
     """Where an FMA cannot broadcast its weight from memory (AVX2), a tile of `oc` channels x `xc`
     vectors loads oc + xc registers per oc * xc FMAs: the channel-first tile (12 x 1, 8 x 1 on a
     224-wide map) loads about once per FMA. Pick the (oc, xc) with the most FMAs per load within
-    the same accumulator budget and task count (VGG-FMNIST 224², Tai: 8.2 -> 7.3 ms on a Zen 3).
+    the same accumulator budget and task count (VGG-FMNIST 224², Tai: 8.2 -> 7.3 ms on a Zen 3),
+    whose accumulators, input vectors (each shared by the tile's channels) and broadcast weight fit
+    the register file: a 3 x 4 tile (12 + 4 + 1 of 16) spilled accumulators on every tap, 6 x 2
+    ran VGG-FMNIST 224²'s 224-wide 3x1 conv in 0.64 ms instead of 0.85.
     Tiles of one row only; `chunks`: the x_chunks choices must divide it."""
     if vec.fma_broadcasts or tile.row_block > 1 or shape.out_per_group == 1:
         return tile
-    budget = vec.accumulators // -(-tile.x_chunk // vec.lanes())
+    registers_per_chunk = -(-tile.x_chunk // vec.lanes())
+    budget = vec.accumulators // registers_per_chunk
 
     def tasks(oc: int, xc: int) -> int:  # a flat tile's tasks split the pixels, a row tile's the rows
         return shape.batch * (shape.channels // oc) * (chunks // xc if tile.flat else shape.out_h)
@@ -234,7 +241,8 @@ def _fewest_loads(shape: WindowShape, vec: CPUVectorInfo, tile: Tile, chunks: in
     best, best_key = tile, None
     for oc in (d for d in divisors(shape.out_per_group) if d <= min(MAX_OC_BLOCK, budget)):
         for xc in (d for d in divisors(chunks) if oc * d <= budget):
-            if tasks(oc, xc) < TASKS_PER_THREAD * vec.threads:
+            live = (oc * xc + xc) * registers_per_chunk + 1
+            if tasks(oc, xc) < TASKS_PER_THREAD * vec.threads or live > vec.registers:
                 continue
             key = (oc * xc / (oc + xc), oc * xc, oc)
             if best_key is None or key > best_key:
@@ -527,18 +535,20 @@ class ChannelTile:
 def plan_channel_tile(shape: WindowShape, vec: CPUVectorInfo) -> ChannelTile:
     """Tile for a conv whose weight is output-channel-last (see `channels_last_weight`).
 
-    The pixels of the tile (rows x columns, whole rows when they fit) share each weight vector load,
-    the channel vectors share each broadcast input value; then, if the conv runs in parallel, fewer
-    rows, then fewer channel vectors, until there are CHANNEL_TASKS_PER_THREAD tasks per thread. A serial
-    conv keeps its whole tile: with 4 accumulators instead of 16, a ResNet-18 1x1-map conv ran 3x
-    slower than MetaSchedule's best.
+    The pixels of the tile (rows x columns, whole rows when they fit: `_channel_tile_columns`) share
+    each weight vector load, the channel vectors share each broadcast input value; then, if the conv
+    runs in parallel, fewer rows, then fewer channel vectors, until there are
+    CHANNEL_TASKS_PER_THREAD tasks per thread. A serial conv keeps its whole tile: with 4
+    accumulators instead of 16, a ResNet-18 1x1-map conv ran 3x slower than MetaSchedule's best.
     """
     f_chunk = vector_chunk(shape.channels, vec.lanes())
     budget = vec.accumulators // -(-f_chunk // vec.lanes())
     chunks = shape.channels // f_chunk
-    x_block = largest_divisor(shape.out_w, max(budget // 2, 1))
+    x_block = _channel_tile_columns(shape.out_w, budget)
     row_block = largest_divisor(shape.out_h, max(budget // (2 * x_block), 1))
     f_vectors = largest_divisor(chunks, budget // (row_block * x_block))
+    while f_vectors > 1 and _channel_tile_registers(f_vectors, row_block, x_block) > vec.registers:
+        f_vectors = largest_divisor(chunks, f_vectors - 1)
 
     def tasks() -> int:
         return shape.batch * (chunks // f_vectors) * (shape.out_h // row_block) * (shape.out_w // x_block)
@@ -550,6 +560,29 @@ def plan_channel_tile(shape: WindowShape, vec: CPUVectorInfo) -> ChannelTile:
         else:
             f_vectors = largest_divisor(chunks, f_vectors - 1)
     return ChannelTile(f_chunk, f_vectors, row_block, x_block, parallel)
+
+
+def _channel_tile_registers(f_vectors: int, rows: int, columns: int) -> int:
+    """Vector registers live in a channel tile's tap loop: the accumulators, the weight vectors (kept
+    in registers when several pixels share them), the broadcast input value, and one more when
+    the tile spans rows. Over the register file LLVM spills accumulators to the stack on every
+    tap; on AVX2 (16 registers) 3 vectors x 2x2 pixels spilled (47 stack moves per tap loop:
+    ResNet-18's 14-wide 3x1 conv 0.35 ms, 2 vectors 0.24 ms), as did 6 x 1x2, not 3 x 1x4."""
+    pixels = rows * columns
+    return f_vectors * pixels + (f_vectors if pixels > 1 else 0) + 1 + (rows > 1)
+
+
+def _channel_tile_columns(width: int, budget: int) -> int:
+    """Columns of a channel tile: a divisor of the row within half the budget (room for two channel
+    vectors), or the whole row where that divisor is under half of it and the row fits the budget.
+
+    Each tile streams its channels' weights once, so a one-column tile of a 7-wide map (7 is prime;
+    AVX2's budget/2 is 6) reads the weights once per pixel: ResNet-18's 512 -> 192 3x1 conv on 7x7
+    reread 1.2 MB per pixel from L3 (0.76 ms on a Zen 3); a whole-row tile of one channel vector
+    rereads them once per row (0.26 ms).
+    """
+    columns = largest_divisor(width, max(budget // 2, 1))
+    return width if columns * 2 < width <= budget else columns
 
 
 def vector_chunk(extent: int, lanes: int) -> int:
