@@ -57,17 +57,19 @@ def fusion_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
 
 def graph_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
     """Our Relax rewrites before legalization: crop conv taps that only read padding (any target);
-    on CPUs, padding written by the producing kernel (`PadConvInputsAtProducer`) and
-    channel-last weights for convs narrower than a vector (what our schedules want)."""
+    on CPUs, channel-last weights for narrow convs and padding written by the producing kernel
+    (`PadConvInputsAtProducer`), what our schedules want."""
     from .passes import ChannelsLastNarrowConvWeights, PadConvInputsAtProducer, TrimDeadConvTaps
 
     passes = [TrimDeadConvTaps()]
     if target.kind.name == "llvm":
         from .schedule import cpu_vector_info
 
-        passes.append(PadConvInputsAtProducer())
         vec = cpu_vector_info(target)
+        # channel-last weights first: PadConvInputsAtProducer keeps the phase-split padding of the
+        # column-strided convs that stay OIHW
         passes.append(ChannelsLastNarrowConvWeights(vec.lanes(), max_width=vec.channel_vector_width))
+        passes.append(PadConvInputsAtProducer())
     return passes
 
 

@@ -15,7 +15,7 @@ from tvm import relax
 
 from compiler_helpers import conv_calls
 from tvm_lowrank.build import build, fuse, run_vm
-from tvm_lowrank.passes import PadConvInputsAtProducer
+from tvm_lowrank.passes import ChannelsLastNarrowConvWeights, PadConvInputsAtProducer
 from tvm_lowrank.passes.pad_at_producer import border_pad
 from tvm_lowrank.targets import host_cpu_target, load_target
 
@@ -133,3 +133,39 @@ def test_consumer_kernel_makes_no_padded_copy():
     executable = build(_two_convs(x.shape, weights), load_target("x86-avx512"))
     llvm_ir = executable.mod.imports[0].inspect_source("ll")
     assert not re.findall(r"= tail call ptr %\w+\(i32 1, i32 %\w+, i64 \d+", llvm_ir)
+
+
+def _strided_second_conv(x_shape, weights):
+    """`_two_convs` with a 1x3 second conv of column stride 2 (a ResNet stem half, a downsampling H conv)."""
+    w1, bias, w2 = weights
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(x_shape, "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit(relax.op.nn.relu(relax.op.add(relax.op.nn.conv2d(x, relax.const(w1), padding=COLUMNS),
+                                                      relax.const(bias))))
+            out = bb.emit_output(relax.op.nn.conv2d(y, relax.const(w2), strides=(1, 2), padding=COLUMNS))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["row-vectorized", "channel-vectorized"])
+def test_column_strided_conv_keeps_its_phase_split_padding(channels_last):
+    """A row-vectorized conv reading every second column pads its input itself (the padding pass
+    stores column phases, so its vectors are contiguous); a channel-vectorized one reads single
+    values and takes its border from the producer."""
+    rng = np.random.default_rng(5)
+    w1, bias, w2 = _weights(rng, 2, 8, 16)
+    weights = (w1, bias, w2.transpose(0, 1, 3, 2).copy())  # 1x3
+    x = rng.standard_normal((1, 2, 6, 12)).astype("float32")
+    mod = _strided_second_conv(x.shape, weights)
+    if channels_last:
+        mod = ChannelsLastNarrowConvWeights(16)(mod)
+    rewritten = PadConvInputsAtProducer()(mod)
+    assert len(_border_pads(rewritten)) == int(channels_last)
+    assert tuple(int(p) for p in conv_calls(rewritten)[1].attrs.padding) == ((0,) * 4 if channels_last else COLUMNS)
+    target = load_target(host_cpu_target())
+    vm = relax.VirtualMachine(build(mod, target), tvm.cpu())
+    y = torch.relu(F.conv2d(torch.from_numpy(x), torch.from_numpy(w1), padding=(0, 1)) + torch.from_numpy(bias))
+    expected = F.conv2d(y, torch.from_numpy(weights[2]), stride=(1, 2), padding=(0, 1)).numpy()
+    np.testing.assert_allclose(run_vm(vm, x), expected, rtol=1e-5, atol=1e-4)
