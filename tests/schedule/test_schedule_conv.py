@@ -77,6 +77,8 @@ CONV_CASES = [
     ConvCase("narrow_odd_channels", 8, 12, (1, 3), (5, 5), padding=(0, 1, 0, 1)),
     ConvCase("narrow_no_epilogue", 16, 32, (3, 3), (3, 3), padding=(1, 1, 1, 1), epilogue="none"),
     ConvCase("narrow_strided", 64, 64, (3, 3), (8, 8), stride=2, padding=(1, 1, 1, 1)),
+    # on AVX2, 98 KiB of weights per tile: passes of 32 input channels (`_reduction_block`)
+    ConvCase("narrow_reduction_passes", 256, 64, (3, 1), (7, 14), padding=(1, 0, 1, 0)),
     # one kernel column, unit strides, rows not a whole number of vectors: one flat pixel axis
     ConvCase("flat_kx1_residual", 16, 16, (3, 1), (12, 28), padding=(1, 0, 1, 0), epilogue="residual"),
     ConvCase("flat_1x1_no_epilogue", 8, 12, (1, 1), (6, 24), epilogue="none"),

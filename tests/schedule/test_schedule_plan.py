@@ -190,3 +190,15 @@ def test_avx2_vectorizes_channels_on_maps_up_to_56_wide():
     """Where FMAs broadcast (AVX-512) only maps narrower than a vector; on AVX2 up to 8 vectors."""
     assert AVX512.channel_vector_width == 16
     assert AVX2.channel_vector_width == 64
+
+
+def test_channel_tile_splits_a_reduction_whose_weights_overflow_l1():
+    """ResNet-18's 3x1 conv, 256 -> 96 channels on 14x14: 2 vectors x 768 taps of weights (48 KiB)
+    per tile overflow AVX2's 32 KiB L1, so the tile runs in passes of 64 input channels (12 KiB);
+    a conv whose tile weights fit keeps one pass, and AVX-512 (unmeasured) never splits."""
+    shape = _channels_last(96, 14, 256)
+    tile = plan_channel_tile(shape, AVX2)
+    assert tile.rc_block == 64 and shape.in_per_group % tile.rc_block == 0
+    assert tile.f_chunk * tile.f_vectors * tile.rc_block * 3 * 4 <= AVX2.l1_weight_bytes // 2
+    assert plan_channel_tile(_channels_last(96, 14, 32), AVX2).rc_block == 0
+    assert plan_channel_tile(shape, AVX512).rc_block == 0

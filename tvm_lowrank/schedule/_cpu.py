@@ -43,6 +43,13 @@ class CPUVectorInfo:
         return self.lanes() if self.fma_broadcasts else 8 * self.lanes()
 
     @property
+    def l1_weight_bytes(self) -> int:
+        """Weight bytes a channel tile may stream per pass before it is split into passes of input
+        channels (`cpu_conv._reduction_block`): L1d (32 KiB) on AVX2, where it was measured; 0
+        (never split) elsewhere."""
+        return 0 if self.fma_broadcasts else 32 * 1024
+
+    @property
     def accumulators(self) -> int:
         """Vector registers a register tile may keep as accumulators: 3/4 of them, leaving the rest
         for the loaded input vectors and the broadcast weights."""

@@ -83,7 +83,8 @@ of channels; accumulators channel-innermost). ResNet-18 at 32x32, Tai: 0.65 -> 0
 broadcast operand for the row tile's weights and splits the 7-lane vectors of 28-, 14- and 7-wide
 rows into 3 loads, maps up to 56 wide take the channel tile (`CPUVectorInfo.channel_vector_width`;
 with the register limits of `_channel_tile_registers`, ResNet-18 224x224 untuned on a Zen 3:
-9.6 -> 8.2 ms whole model, side by side).
+9.6 -> 8.2 ms whole model, side by side). There, a tile whose weights overflow L1 runs in passes
+over input channels (`_reduction_block`).
 """
 
 from __future__ import annotations
@@ -531,6 +532,9 @@ class ChannelTile:
     row_block: int
     x_block: int
     parallel: bool  # tasks run on the thread pool
+    # input channels per pass over the task's pixels (`_reduction_block`); 0: the whole reduction
+    # in one pass, tasks are channel blocks x rows
+    rc_block: int = 0
 
 
 def plan_channel_tile(shape: WindowShape, vec: CPUVectorInfo) -> ChannelTile:
@@ -560,7 +564,28 @@ def plan_channel_tile(shape: WindowShape, vec: CPUVectorInfo) -> ChannelTile:
             row_block = largest_divisor(shape.out_h, row_block - 1)
         else:
             f_vectors = largest_divisor(chunks, f_vectors - 1)
-    return ChannelTile(f_chunk, f_vectors, row_block, x_block, parallel)
+    rc_block = _reduction_block(shape, vec, f_chunk * f_vectors, chunks // f_vectors)
+    return ChannelTile(f_chunk, f_vectors, row_block, x_block, parallel, rc_block)
+
+
+def _reduction_block(shape: WindowShape, vec: CPUVectorInfo, channels: int, channel_tasks: int) -> int:
+    """Input channels per pass when a tile's weights (`channels` output channels x every tap)
+    overflow L1 (`CPUVectorInfo.l1_weight_bytes`), else 0.
+
+    The tile rereads its weights for every group of pixels; from L2 they cost more than the FMAs
+    (ResNet-18 224²'s 3x1 convs with 128-512 input channels ran at 106-131 GFLOP/s). In passes of
+    input channels whose weights fit half of L1, a task (one channel block, every pixel) keeps
+    them in L1 across its pixels and its partial sums in a buffer on the stack. On a Zen 3,
+    each kernel alone: those convs 15-27% faster (3x1, 256 -> 96 channels on 14x14: 0.23 -> 0.18
+    ms). Only with a task per channel block for every thread; unmeasured where FMAs broadcast
+    (AVX-512, NEON), so only for AVX2 (`l1_weight_bytes` is 0 elsewhere).
+    """
+    taps = shape.kernel[0] * shape.kernel[1]
+    weight_bytes = channels * shape.in_per_group * taps * 4
+    if not vec.l1_weight_bytes or weight_bytes <= vec.l1_weight_bytes or channel_tasks * shape.batch < vec.threads:
+        return 0
+    block = largest_divisor(shape.in_per_group, max(vec.l1_weight_bytes // (2 * channels * taps * 4), 1))
+    return 0 if block == shape.in_per_group else block
 
 
 def _channel_tile_registers(f_vectors: int, rows: int, columns: int) -> int:
@@ -597,32 +622,45 @@ def vector_chunk(extent: int, lanes: int) -> int:
 
 def schedule_channel_window(sch: s_tir.Schedule, blocks: WindowBlocks, tile: ChannelTile) -> None:
     """The direct convolution with output channels in the vector lanes (weight read contiguous, one
-    broadcast input value per tap): rows of 1-4 pixels leave x-vectors mostly empty."""
+    broadcast input value per tap): rows of 1-4 pixels leave x-vectors mostly empty. With
+    `tile.rc_block`, a task is one channel block over every pixel, in passes of input channels
+    (`_reduction_block`), its partial sums in the task's accumulator buffer."""
     window = blocks.window
     writer = register_accumulator(sch, window, blocks.epilogue)
     # the accumulator tile channel-innermost, so each vector of channels is one register
     sch.transform_layout(window, ("write", 0), lambda n, f, y, x: (n, y, x, f))
-    n, f, y, x, *reduction = sch.get_loops(window)
+    n, f, y, x, rc, *taps = sch.get_loops(window)
     f_outer, f_vec, f_lane = sch.split(f, [None, tile.f_vectors, tile.f_chunk])
     y_outer, y_inner = sch.split(y, [None, tile.row_block])
     x_outer, x_inner = sch.split(x, [None, tile.x_block])
-    sch.reorder(n, f_outer, y_outer, x_outer, *reduction, y_inner, x_inner, f_vec, f_lane)
-    tasks = sch.fuse(n, f_outer, y_outer)
+    if tile.rc_block:
+        rc_outer, rc_inner = sch.split(rc, [None, tile.rc_block])
+        sch.reorder(n, f_outer, rc_outer, y_outer, x_outer, rc_inner, *taps, y_inner, x_inner, f_vec, f_lane)
+        tasks = sch.fuse(n, f_outer)
+        tile_top = tasks
+    else:
+        sch.reorder(n, f_outer, y_outer, x_outer, rc, *taps, y_inner, x_inner, f_vec, f_lane)
+        tasks = sch.fuse(n, f_outer, y_outer)
+        tile_top = x_outer
     if tile.parallel:
         sch.parallel(tasks)
-    sch.reverse_compute_at(writer, x_outer)
-    for loop in (reduction[-1], y_inner, x_inner, f_vec):
+    sch.reverse_compute_at(writer, tile_top)
+    for loop in ((taps or [rc])[-1], y_inner, x_inner, f_vec):
         sch.unroll(loop)
     sch.vectorize(f_lane)
-    vectorized_init(sch, window, reduction[0], tile_depth=2)
+    if tile.rc_block:  # the task's partial sums: zeroed and written out in loops, a vector at a time
+        init = sch.decompose_reduction(window, rc_outer)
+        sch.vectorize(sch.get_loops(init)[-1])
+    else:
+        vectorized_init(sch, window, rc, tile_depth=2)
     # the writer's tile loops (unit extents have none): channels first, moved innermost
     writer_loops = sch.get_loops(writer)
-    below = next(i for i, loop in enumerate(writer_loops) if sch.get(loop).same_as(sch.get(x_outer))) + 1
+    below = next(i for i, loop in enumerate(writer_loops) if sch.get(loop).same_as(sch.get(tile_top))) + 1
     out_f, *out_pixels = writer_loops[below:]
     if out_pixels:
         sch.reorder(*out_pixels, out_f)
     out_vec, out_lane = sch.split(out_f, [None, tile.f_chunk])
-    for loop in (*out_pixels, out_vec):
+    for loop in ([] if tile.rc_block else out_pixels) + [out_vec]:
         sch.unroll(loop)
     sch.vectorize(out_lane)
     for pad in blocks.pads:
