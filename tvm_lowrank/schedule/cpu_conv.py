@@ -580,11 +580,11 @@ def _reduction_block(shape: WindowShape, vec: CPUVectorInfo, channels: int, chan
     ms). Only with a task per channel block for every thread; unmeasured where FMAs broadcast
     (AVX-512, NEON), so only for AVX2 (`l1_weight_bytes` is 0 elsewhere).
     """
-    taps = shape.kernel[0] * shape.kernel[1]
-    weight_bytes = channels * shape.in_per_group * taps * 4
-    if not vec.l1_weight_bytes or weight_bytes <= vec.l1_weight_bytes or channel_tasks * shape.batch < vec.threads:
+    bytes_per_input_channel = channels * shape.kernel[0] * shape.kernel[1] * 4  # float32 weights
+    if (not vec.l1_weight_bytes or bytes_per_input_channel * shape.in_per_group <= vec.l1_weight_bytes
+            or channel_tasks * shape.batch < vec.threads):
         return 0
-    block = largest_divisor(shape.in_per_group, max(vec.l1_weight_bytes // (2 * channels * taps * 4), 1))
+    block = largest_divisor(shape.in_per_group, max(vec.l1_weight_bytes // (2 * bytes_per_input_channel), 1))
     return 0 if block == shape.in_per_group else block
 
 
