@@ -94,6 +94,8 @@ def compile_pipeline(target: TargetSpec, database_dir: str | Path | None = None,
     cpu_schedules = schedules and tvm_target.kind.name == "llvm"
     if database_dir is None and not cpu_schedules:
         return relax.get_default_pipeline(tvm_target)
+    from .passes import FoldScheduledWeightLayouts
+
     backend = _backend_pipeline(tvm_target)
     stored = open_database(database_dir, target) if database_dir is not None else None
 
@@ -110,6 +112,7 @@ def compile_pipeline(target: TargetSpec, database_dir: str | Path | None = None,
                 from .schedule import ApplyCPUSchedules
 
                 mod = ApplyCPUSchedules(tvm_target)(mod)
+            mod = FoldScheduledWeightLayouts()(mod)  # weight layouts a schedule (ours or a record's) chose
             passes = (legalize[after_fusion:]
                       + list(backend.dataflow_lower_passes(tvm_target))
                       + list(backend.finalize_passes(tvm_target)))

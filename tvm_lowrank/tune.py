@@ -579,7 +579,8 @@ def _tune_tasks(tasks, database, builder, runner, tvm_target, search: _Search, p
                                                        search.batch_size)
     for task in tasks:
         if search.seed_schedules and (sch := seed_schedule(task.workload, tvm_target)) is not None:
-            args_info = ms.arg_info.ArgInfo.from_prim_func(task.workload["main"])
+            # the kernel as measured: a weight whose layout the schedule changes is passed changed
+            args_info = ms.arg_info.ArgInfo.from_entry_func(sch.mod, remove_preproc=True)
             _measure_seed(task, sch, builder, runner, database, tvm_target, args_info)
         task.existing, task.best_seconds = _existing_records(task, database)
         task.existing -= task.measured  # the seed measured just now is this run's

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 import tvm
 from tvm import relax, s_tir
 from tvm.s_tir.dlight.analysis import get_root_block
+from tvm.s_tir.meta_schedule.arg_info import ArgInfo
 
 from tvm_lowrank.build import build, compile_pipeline, fuse, run_vm
 from tvm_lowrank.frontend import load_model, to_relax
@@ -21,7 +22,7 @@ from tvm_lowrank.models import create_model
 from tvm_lowrank.passes import DecomposeConv2D
 from tvm_lowrank.reference import lowrank_reference
 from tvm_lowrank.schedule import cpu_vector_info, match_window, plan_tile
-from tvm_lowrank.schedule.cpu_conv import MIN_PARALLEL_CHANNEL_WORK, MIN_PARALLEL_WORK
+from tvm_lowrank.schedule.cpu_conv import MIN_PARALLEL_CHANNEL_WORK, MIN_PARALLEL_WORK, plan_channel_tile
 from tvm_lowrank.targets import TargetSpec, load_target
 
 
@@ -339,3 +340,29 @@ def test_bundled_models_match_pytorch(model_name, method):
         reference = lowrank_reference(source, rewrite.records)
     vm = relax.VirtualMachine(build(mod, _host_target("x86-avx2")), tvm.cpu())
     np.testing.assert_allclose(run_vm(vm, x.numpy()), reference(x.numpy()), rtol=1e-4, atol=1e-5)
+
+
+def test_channel_tile_weights_are_folded_into_blocks_of_the_tile(all_cases):
+    """A channel-vector conv reads each tile's weights as one block: the build stores the constant
+    as [O/F, I, KH, KW, F] (F: the tile's channels) and no kernel is left copying it."""
+    target = load_target("x86-avx2")
+    lowered = compile_pipeline(target)(all_cases[0])
+    fused = fuse(all_cases[0], target)
+    vec = cpu_vector_info(target.tvm_target())
+    blocked = 0
+    for gv, func in fused.functions_items():
+        blocks = match_window(s_tir.Schedule(func)) if isinstance(func, tvm.tirx.PrimFunc) else None
+        if blocks is None or not blocks.shape.channels_last_weight:
+            continue
+        tile = plan_channel_tile(blocks.shape, vec)
+        channels, kernel = tile.f_chunk * tile.f_vectors, blocks.shape.kernel
+        in_channels, out_channels = blocks.shape.in_per_group, blocks.shape.channels
+        shapes = [tuple(int(d) for d in arg.shape) for arg in ArgInfo.from_prim_func(lowered[gv.name_hint])]
+        if out_channels > channels:
+            assert (out_channels // channels, in_channels, *kernel, channels) in shapes, gv.name_hint
+            blocked += 1
+        else:
+            assert (in_channels, *kernel, out_channels) in shapes, gv.name_hint
+    assert blocked >= 3
+    assert not any("layout_rewrite_preproc" in func.script() for _, func in lowered.functions_items()
+                   if isinstance(func, tvm.tirx.PrimFunc))

@@ -9,6 +9,7 @@ import tvm_ffi
 from .. import errors as _errors
 from ._records import DECOMPOSED, KEPT, PRE_DECOMPOSED, LayerRecord, weight_fingerprint
 from .conv_weight_layout import ChannelsLastNarrowConvWeights
+from .fold_weight_layouts import FoldScheduledWeightLayouts
 from .pad_at_producer import FuseBorderPadsWithProducers, PadConvInputsAtProducer
 from .trim_conv_taps import TrimDeadConvTaps
 from .decompose_conv2d import DEFAULT_POLICY, DecomposeConv2D, layer_name
@@ -19,5 +20,5 @@ for _name in dir(_errors):
         tvm_ffi.register_error(_name, _cls)
 
 __all__ = ["ChannelsLastNarrowConvWeights", "DECOMPOSED", "DEFAULT_POLICY", "KEPT", "PRE_DECOMPOSED",
-           "DecomposeConv2D", "FuseBorderPadsWithProducers", "LayerRecord", "PadConvInputsAtProducer",
+           "DecomposeConv2D", "FoldScheduledWeightLayouts", "FuseBorderPadsWithProducers", "LayerRecord", "PadConvInputsAtProducer",
            "TrimDeadConvTaps", "layer_name", "weight_fingerprint"]
