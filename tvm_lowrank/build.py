@@ -112,7 +112,8 @@ def compile_pipeline(target: TargetSpec, database_dir: str | Path | None = None,
                 from .schedule import ApplyCPUSchedules
 
                 mod = ApplyCPUSchedules(tvm_target)(mod)
-            mod = FoldScheduledWeightLayouts()(mod)  # weight layouts a schedule (ours or a record's) chose
+            if tvm_target.kind.name == "llvm":  # weight layouts a CPU schedule (ours or a record's) chose;
+                mod = FoldScheduledWeightLayouts()(mod)  # FoldConstant runs kernels on the host CPU
             passes = (legalize[after_fusion:]
                       + list(backend.dataflow_lower_passes(tvm_target))
                       + list(backend.finalize_passes(tvm_target)))
