@@ -91,7 +91,8 @@ def compile_pipeline(target: TargetSpec, database_dir: str | Path | None = None,
     (`tvm_lowrank.schedule`) unless `schedules` is False.
     """
     tvm_target = target.tvm_target()
-    cpu_schedules = schedules and tvm_target.kind.name == "llvm"
+    on_cpu = tvm_target.kind.name == "llvm"
+    cpu_schedules = schedules and on_cpu
     if database_dir is None and not cpu_schedules:
         return relax.get_default_pipeline(tvm_target)
     from .passes import FoldScheduledWeightLayouts
@@ -112,7 +113,7 @@ def compile_pipeline(target: TargetSpec, database_dir: str | Path | None = None,
                 from .schedule import ApplyCPUSchedules
 
                 mod = ApplyCPUSchedules(tvm_target)(mod)
-            if tvm_target.kind.name == "llvm":  # weight layouts a CPU schedule (ours or a record's) chose;
+            if on_cpu:  # weight layouts a CPU schedule (ours or a record's) chose;
                 mod = FoldScheduledWeightLayouts()(mod)  # FoldConstant runs kernels on the host CPU
             passes = (legalize[after_fusion:]
                       + list(backend.dataflow_lower_passes(tvm_target))

@@ -22,7 +22,8 @@ from tvm_lowrank.models import create_model
 from tvm_lowrank.passes import DecomposeConv2D
 from tvm_lowrank.reference import lowrank_reference
 from tvm_lowrank.schedule import cpu_vector_info, match_window, plan_tile
-from tvm_lowrank.schedule.cpu_conv import MIN_PARALLEL_CHANNEL_WORK, MIN_PARALLEL_WORK, plan_channel_tile
+from tvm_lowrank.schedule.cpu_conv import (LAYOUT_REWRITE_PREPROC, MIN_PARALLEL_CHANNEL_WORK, MIN_PARALLEL_WORK,
+                                           plan_channel_tile)
 from tvm_lowrank.targets import TargetSpec, load_target
 
 
@@ -364,5 +365,5 @@ def test_channel_tile_weights_are_folded_into_blocks_of_the_tile(all_cases):
         else:
             assert (in_channels, *kernel, out_channels) in shapes, gv.name_hint
     assert blocked >= 3
-    assert not any("layout_rewrite_preproc" in func.script() for _, func in lowered.functions_items()
+    assert not any(LAYOUT_REWRITE_PREPROC in func.script() for _, func in lowered.functions_items()
                    if isinstance(func, tvm.tirx.PrimFunc))

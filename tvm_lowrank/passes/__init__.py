@@ -20,5 +20,5 @@ for _name in dir(_errors):
         tvm_ffi.register_error(_name, _cls)
 
 __all__ = ["ChannelsLastNarrowConvWeights", "DECOMPOSED", "DEFAULT_POLICY", "KEPT", "PRE_DECOMPOSED",
-           "DecomposeConv2D", "FoldScheduledWeightLayouts", "FuseBorderPadsWithProducers", "LayerRecord", "PadConvInputsAtProducer",
-           "TrimDeadConvTaps", "layer_name", "weight_fingerprint"]
+           "DecomposeConv2D", "FoldScheduledWeightLayouts", "FuseBorderPadsWithProducers", "LayerRecord",
+           "PadConvInputsAtProducer", "TrimDeadConvTaps", "layer_name", "weight_fingerprint"]

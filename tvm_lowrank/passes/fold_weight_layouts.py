@@ -47,9 +47,10 @@ def _restore_kernel_names(mod: tvm.IRModule) -> tvm.IRModule:
         if "global_symbol" in (func.attrs or {}):
             func = func.with_attr("global_symbol", name)
         renamed[old_name] = builder.add_func(func, name)
+    rename = _RenameCallees(mod, renamed)
     for gvar, func in mod.functions_items():
         if isinstance(func, relax.Function):
-            builder.update_func(gvar, _RenameCallees(mod, renamed).visit_expr(func))
+            builder.update_func(gvar, rename.visit_expr(func))
     return builder.get()
 
 
