@@ -272,8 +272,9 @@ def test_schedules_false_keeps_tvm_default_loops(all_cases):
     assert not any("T.parallel(" in text or "T.vectorized(" in text for text in texts)
 
 
-def _single_conv_module(width: int, channels: int = 16, height: int = 8):
-    case = ConvCase("probe", channels, 32, (3, 1), (height, width), padding=(1, 0, 1, 0))
+def _single_conv_module(width: int, channels: int = 16, height: int = 8, kernel: tuple[int, int] = (3, 1)):
+    padding = (kernel[0] // 2, kernel[1] // 2) * 2
+    case = ConvCase("probe", channels, 32, kernel, (height, width), padding=padding)
     x, weight, bias = _conv_args(case, np.random.default_rng(1))
     bb = relax.BlockBuilder()
     x_var = relax.Var("x", relax.TensorType(x.shape, "float32"))
@@ -284,20 +285,52 @@ def _single_conv_module(width: int, channels: int = 16, height: int = 8):
     return bb.get()
 
 
-@pytest.mark.parametrize("channels, size, expected", [
-    (4, 8, {"pad_temp": False, "pad_temp_pad_const": False}),  # 320 floats: serial fill + copy
-    (32, 28, {"pad_temp": True}),  # 27K: one parallel pass with bounds checks
-    (64, 56, {"pad_temp": True, "pad_temp_pad_const": True}),  # 208K: parallel fill + parallel copy
-], ids=["small", "medium", "large"])
-def test_padding_pass_is_scheduled_by_its_size(channels, size, expected):
+def _pad_loops(kernel) -> dict[str, list[int]]:
+    """{padding block: extents of every loop around it, through the blocks that enclose it}."""
+    sch = s_tir.Schedule(kernel)
+    blocks = _blocks(sch)
+    parent = {sch.get(child).name_hint: block for block in blocks for child in sch.get_child_blocks(block)}
+    loops = {}
+    for block in blocks:
+        name = sch.get(block).name_hint
+        if name.startswith("pad_temp"):
+            extents, scope = [], block
+            while scope is not None:
+                extents = [int(sch.get(loop).extent) for loop in sch.get_loops(scope)] + extents
+                scope = parent.get(sch.get(scope).name_hint)
+            loops[name] = extents
+    return loops
+
+
+@pytest.mark.parametrize("channels, size, kernel, expected", [
+    (4, 8, (3, 3), {"pad_temp": False, "pad_temp_pad_const": False}),  # 400 floats: serial fill + copy
+    (32, 28, (3, 3), {"pad_temp": True}),  # 29K: one parallel pass with bounds checks
+    (64, 56, (3, 3), {"pad_temp": True, "pad_temp_pad_const": True}),  # 215K: parallel fill + parallel copy
+    (4, 8, (3, 1), {"pad_temp": False, "pad_temp_pad_const": False}),  # rows only, but small
+], ids=["small", "medium", "large", "small_rows"])
+def test_padding_pass_is_scheduled_by_its_size(channels, size, kernel, expected):
     """{padding block: whether it runs in a parallel loop}, by padded size (PARALLEL_PAD_ELEMENTS,
-    SINGLE_PASS_PAD_ELEMENTS)."""
-    lowered = compile_pipeline(load_target("x86-avx512"))(_single_conv_module(size, channels, size))
+    SINGLE_PASS_PAD_ELEMENTS), for pads of rows and columns."""
+    lowered = compile_pipeline(load_target("x86-avx512"))(_single_conv_module(size, channels, size, kernel))
     kernel = next(func for gv, func in lowered.functions_items() if "conv2d" in gv.name_hint)
     sch = s_tir.Schedule(kernel)
     pads = {sch.get(block).name_hint: _in_parallel_loop(sch, block) for block in _blocks(sch)
             if sch.get(block).name_hint.startswith("pad_temp")}
     assert pads == expected
+
+
+@pytest.mark.parametrize("channels, size", [(32, 28), (64, 56)], ids=["medium", "large"])
+def test_row_padding_is_split_at_the_input_rows(channels, size):
+    """From SINGLE_PASS_PAD_ELEMENTS, a pad of rows only (a k x 1 conv's input) runs in one parallel
+    loop over channels whose rows are three loops: the zero row above, the input's rows (a plain
+    copy once the loop bounds simplify its check away), the zero row below."""
+    lowered = compile_pipeline(load_target("x86-avx512"))(_single_conv_module(size, channels, size))
+    kernel = next(func for gv, func in lowered.functions_items() if "conv2d" in gv.name_hint)
+    leaves = {name: extents for name, extents in _pad_loops(kernel).items() if not name.endswith(("_partition", "_common"))}
+    assert sorted(leaves.values()) == sorted([[channels, 1, size], [channels, size, size], [channels, 1, size]])
+    sch = s_tir.Schedule(kernel)
+    common = next(block for block in _blocks(sch) if sch.get(block).name_hint.endswith("_common"))
+    assert _in_parallel_loop(sch, common)
 
 
 def test_register_tile_is_not_a_workspace_buffer():
