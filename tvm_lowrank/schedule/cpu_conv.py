@@ -597,7 +597,8 @@ def plan_channel_tile(shape: WindowShape, vec: CPUVectorInfo) -> ChannelTile:
     """Tile for a conv whose weight is output-channel-last (see `channels_last_weight`).
 
     The pixels of the tile (rows x columns, whole rows when they fit: `_channel_tile_columns`) share
-    each weight vector load, the channel vectors share each broadcast input value; then, if the conv
+    each weight vector load, the channel vectors share each broadcast input value; over the register
+    file, one row or one channel vector fewer, whichever keeps more accumulators; then, if the conv
     runs in parallel, fewer rows, then fewer channel vectors, until there are
     CHANNEL_TASKS_PER_THREAD tasks per thread. A serial conv keeps its whole tile: with 4
     accumulators instead of 16, a ResNet-18 1x1-map conv ran 3x slower than MetaSchedule's best.
@@ -608,8 +609,13 @@ def plan_channel_tile(shape: WindowShape, vec: CPUVectorInfo) -> ChannelTile:
     x_block = _channel_tile_columns(shape.out_w, budget)
     row_block = largest_divisor(shape.out_h, max(budget // (2 * x_block), 1))
     f_vectors = largest_divisor(chunks, budget // (row_block * x_block))
-    while f_vectors > 1 and _channel_tile_registers(f_vectors, row_block, x_block) > vec.registers:
-        f_vectors = largest_divisor(chunks, f_vectors - 1)
+    while (f_vectors > 1 or row_block > 1) and _channel_tile_registers(f_vectors, row_block, x_block) > vec.registers:
+        fewer_rows = largest_divisor(shape.out_h, row_block - 1) if row_block > 1 else 0
+        fewer_vectors = largest_divisor(chunks, f_vectors - 1) if f_vectors > 1 else 0
+        if fewer_rows * f_vectors > row_block * fewer_vectors:  # keep the tile with more accumulators
+            row_block = fewer_rows
+        else:
+            f_vectors = fewer_vectors
 
     def tasks() -> int:
         return shape.batch * (chunks // f_vectors) * (shape.out_h // row_block) * (shape.out_w // x_block)
