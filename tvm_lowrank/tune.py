@@ -30,6 +30,11 @@ How this differs from ``ms.relax_integration.tune_relax``:
 - Staleness. A record is a schedule timed against the default schedules of its day; after ours
   improve, `outdated_kernels` finds the kernels whose records lack today's default (the compile
   manifest lists them and warns), and tuning again measures it against them.
+- Threads. A local candidate runs on the tuning target's "num-cores" threads (`runner_threads`):
+  TVM's thread pool otherwise sizes itself from OMP_NUM_THREADS, which a user may have set to 1
+  (this project's own benchmark commands do), and every candidate was timed on one thread while
+  the build runs on all: on a 2-core Zen 3, VGG-FMNIST 28²'s kernels 1.0-1.8x slower, so the
+  search ranked schedules by their one-thread speed.
 - Speed. MetaSchedule's LocalBuilder starts fresh worker processes for every batch, and each
   imports all of TVM's tensor intrinsics (CUDA's included: over a minute on a busy 2-core machine);
   the builder here keeps its workers and registers only the target's CPU intrinsics.
@@ -47,6 +52,7 @@ import tempfile
 import time
 import types
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -277,6 +283,27 @@ def tuning_target(target: TargetSpec, num_cores: int | None = None) -> tvm.targe
     if target.host is not None:
         config["host"] = dict(target.host)
     return tvm.target.Target(config)
+
+
+@contextmanager
+def runner_threads(tvm_target: tvm.target.Target):
+    """Within: TVM_NUM_THREADS is the target's "num-cores", so a local runner's worker processes
+    (which inherit the environment when they start) run each candidate on as many threads as the
+    build will; the environment is restored after. TVM's pool reads TVM_NUM_THREADS first, then
+    OMP_NUM_THREADS, then the core count."""
+    cores = tvm_target.attrs.get("num-cores")
+    if cores is None:
+        yield
+        return
+    before = os.environ.get("TVM_NUM_THREADS")
+    os.environ["TVM_NUM_THREADS"] = str(int(cores))
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("TVM_NUM_THREADS", None)
+        else:
+            os.environ["TVM_NUM_THREADS"] = before
 
 
 def extract_tuning_tasks(mod: tvm.IRModule, target: TargetSpec,
@@ -542,7 +569,7 @@ def tune_module(mod: tvm.IRModule, target: str | TargetSpec, database_dir: str |
     database_dir = Path(database_dir) if database_dir is not None else default_database_dir(target)
     database_dir.mkdir(parents=True, exist_ok=True)
     tvm_target = tuning_target(target, num_cores)
-    with database_lock(database_dir):
+    with database_lock(database_dir), runner_threads(tvm_target):
         database = open_database(database_dir, target)
         runner = _runner(target, tvm_target, rpc, key, timeout_sec)
         register_cpu_intrinsics(tvm_target)
