@@ -26,8 +26,8 @@ The schedule (classic direct convolution, one output tile in registers):
 `register_accumulator`, `stack_buffers`) whose indices are all constant after unrolling, so LLVM keeps it in vector
 registers: each input vector load feeds `oc_block` FMAs and each broadcast weight feeds `row_block x
 x_chunks` FMAs. The padding block stays a separate pass over the input (vectorized; a zero fill plus
-a copy of the interior, or for medium sizes one parallel pass with bounds checks:
-`_schedule_padding`), measured faster than both alternatives: inlining its bounds checks into the
+a copy of the interior, or for medium sizes one parallel pass with bounds checks, or for pads of
+rows only a copy whose row loop is split at the input's rows: `_schedule_padding`), measured faster than both alternatives: inlining its bounds checks into the
 reduction (2.5-6x slower for a 3x1 conv, even with row-only padding) and computing each task's
 padded rows inside the parallel loop (recomputed once per output-channel block).
 
@@ -398,7 +398,7 @@ def _schedule_padding(sch: s_tir.Schedule, pad) -> None:
 
 
 def _schedule_row_padding(sch: s_tir.Schedule, pad) -> bool:
-    """A large pad of rows only (a k x 1 conv's input) as one parallel pass over channels whose row
+    """A pad of rows only (a k x 1 conv's input) as one parallel pass over channels whose row
     loop is split at the input's first and last rows: the border rows store zeros, the rows between
     copy the input with no bounds check, a vector at a time. False (nothing done) for any other pad.
 
@@ -414,7 +414,7 @@ def _schedule_row_padding(sch: s_tir.Schedule, pad) -> bool:
     if (source is None or len(padded.shape) != 4 or len(source.shape) != 4 or not _checks_bounds(block)
             or int_value(source.shape[3]) != int_value(padded.shape[3])):
         return False
-    top = _top_padding(block)
+    top = _padding_before(block, 2)
     height, padded_height = int_value(source.shape[2]), int_value(padded.shape[2])
     if top is None or height is None or padded_height is None or len(sch.get_loops(pad)) != 4:
         return False
@@ -433,15 +433,6 @@ def _leaf_block(sch: s_tir.Schedule, loop):
     while children := sch.get_child_blocks(block):
         block = children[0]
     return block
-
-
-def _top_padding(pad_block) -> int | None:
-    """Rows of padding above the input in a padding block (output row y reads y - top)."""
-    row = pad_block.iter_vars[2].var
-    coeffs = detect_linear_equation(pad_block.reads[0].region[2].min, [row])
-    if len(coeffs) != 2 or int_value(coeffs[0]) != 1 or int_value(coeffs[1]) is None:
-        return None
-    return -int_value(coeffs[1])
 
 
 def _checks_bounds(pad_block) -> bool:
@@ -498,7 +489,7 @@ def _split_column_phases(sch: s_tir.Schedule, pad, stride: int) -> bool:
     if (stride < 2 or source is None or len(padded.shape) != 4 or width is None or width % stride
             or int_value(source.shape[-1]) == width):
         return False
-    left = _left_padding(block)
+    left = _padding_before(block, 3)
     phases = IndexMap.from_func(lambda n, c, y, x: (n, c, y, x % stride, x // stride))
     sch.transform_layout(pad, ("write", 0), phases)
     sch.transform_block_layout(pad, phases)
@@ -518,10 +509,11 @@ def _split_column_phases(sch: s_tir.Schedule, pad, stride: int) -> bool:
     return True
 
 
-def _left_padding(pad_block) -> int | None:
-    """Columns of padding left of the input in a padding block (output column x reads x - left)."""
-    column = pad_block.iter_vars[-1].var
-    coeffs = detect_linear_equation(pad_block.reads[0].region[-1].min, [column])
+def _padding_before(pad_block, axis: int) -> int | None:
+    """Padding before the input along NCHW `axis` of a padding block (2: rows above, 3: columns to
+    the left; output index i reads i - padding), or None when the read is not such a shift."""
+    index = pad_block.iter_vars[axis].var
+    coeffs = detect_linear_equation(pad_block.reads[0].region[axis].min, [index])
     if len(coeffs) != 2 or int_value(coeffs[0]) != 1 or int_value(coeffs[1]) is None:
         return None
     return -int_value(coeffs[1])
