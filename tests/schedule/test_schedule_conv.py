@@ -195,7 +195,9 @@ def test_every_conv_and_pool_is_scheduled_parallel_and_vectorized(all_cases):
                if isinstance(func, tvm.tirx.PrimFunc) and ("conv2d" in gv.name_hint or "pool" in gv.name_hint)]
     assert len(kernels) == len(CONV_CASES) + len(POOL_CASES), sorted(kernels)
     shapes = {name: match_window(s_tir.Schedule(fused[name])).shape for name in kernels}
-    narrow = [case for case in CONV_CASES if case.groups == 1 and _out_width(case) < 16]
+    vec = cpu_vector_info(target.tvm_target())  # channel tiles: maps narrower than a vector, or whole channel vectors
+    narrow = [case for case in CONV_CASES if case.groups == 1 and (_out_width(case) < vec.lanes() or (
+        _out_width(case) < vec.channel_vector_width and case.out_channels % vec.lanes() == 0))]
     assert sum(shape.channels_last_weight for shape in shapes.values()) == len(narrow)
     parallel = 0
     for name in kernels:
@@ -263,7 +265,8 @@ def test_flat_pixels_and_column_phases_change_the_layouts_they_should(all_cases)
             assert lowered[gv.name_hint].script().count('_partition")') == 3, gv.name_hint
         seen["flat"] += flat
         seen["phases"] += len(phases)
-    assert seen == {"flat": 5, "phases": 2}
+    # among the cases left with row tiles: maps from 64 wide, or channels that leave a vector part-empty
+    assert seen == {"flat": 4, "phases": 1}
 
 
 def test_schedules_false_keeps_tvm_default_loops(all_cases):

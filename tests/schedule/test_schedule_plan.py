@@ -194,10 +194,11 @@ def test_channel_tile_over_the_register_file_drops_what_keeps_more_accumulators(
     assert (tile.f_vectors, tile.row_block, tile.x_block) == (3, 1, 2)
 
 
-def test_avx2_vectorizes_channels_on_maps_up_to_56_wide():
-    """Where FMAs broadcast (AVX-512) only maps narrower than a vector; on AVX2 up to 8 vectors."""
-    assert AVX512.channel_vector_width == 16
+def test_x86_vectorizes_channels_on_maps_up_to_56_wide():
+    """AVX2 and AVX-512: maps up to 56 wide (measured on both); NEON only maps narrower than a vector."""
+    assert AVX512.channel_vector_width == 64
     assert AVX2.channel_vector_width == 64
+    assert CPUVectorInfo(bits=128, registers=32, threads=4).channel_vector_width == 4
 
 
 def test_channel_tile_splits_a_reduction_whose_weights_overflow_l1():

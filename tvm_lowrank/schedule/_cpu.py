@@ -33,13 +33,18 @@ class CPUVectorInfo:
     def channel_vector_width(self) -> int:
         """Output maps narrower than this get channel-vector tiles (`ChannelsLastNarrowConvWeights`).
 
-        With FMA broadcasts (AVX-512, NEON): maps narrower than a vector, whose row vectors would
-        run part-empty. Without (AVX2) row tiles pay a load per weight and split a 7-lane vector
-        (28-, 14-, 7-wide maps) into 3 loads, while a channel tile loads whole weight vectors and
-        broadcasts the input: every map up to 56 wide gains (Zen 3, untuned, kernel times summed:
-        ResNet-18 224² 9.1 -> 7.8 ms, 32² 234 -> 208 us, VGG-FMNIST 28² 148 -> 130 us, 224²
-        6.5 -> 6.3 ms); 112-wide maps won some kernels and lost others, so they keep row tiles.
+        x86 with 256-bit vectors or wider: every map up to 56 wide. On AVX2, which has no broadcast
+        operand, row tiles pay a load per weight and split a 7-lane vector (28-, 14-, 7-wide maps)
+        into 3 loads, while a channel tile loads whole weight vectors and broadcasts the input
+        (Zen 3, untuned, kernel times summed: ResNet-18 224² 9.1 -> 7.8 ms, 32² 234 -> 208 us,
+        VGG-FMNIST 28² 148 -> 130 us, 224² 6.5 -> 6.3 ms). On AVX-512 the row tiles of 28- and
+        14-wide maps fill 16 lanes no better (Xeon, 2 cores: ResNet-18 224² -12 to -22%, VGG 224²
+        -12 to -18%, ResNet-18 32² -6 to -11%, VGG-FMNIST 28² level). 112-wide maps won some
+        kernels and lost others, so they keep row tiles. NEON (unmeasured): maps narrower than a
+        vector, whose row vectors would run part-empty; SSE (unmeasured) as AVX2, 8 vectors.
         """
+        if self.bits >= 256:
+            return 64
         return self.lanes() if self.fma_broadcasts else 8 * self.lanes()
 
     @property

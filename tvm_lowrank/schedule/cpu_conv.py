@@ -79,11 +79,11 @@ most lanes of a row vector empty, and a 1-wide map runs scalar. For those, the b
 read contiguous along output channels, puts channels in the vector lanes instead
 (`schedule_channel_window`: per tap, one broadcast input value times one weight vector per group
 of channels; accumulators channel-innermost). ResNet-18 at 32x32, Tai: 0.65 -> 0.41 ms; at 224x224
-(7- and 14-wide late stages) no measurable change either way on AVX-512. On AVX2, which has no
-broadcast operand for the row tile's weights and splits the 7-lane vectors of 28-, 14- and 7-wide
-rows into 3 loads, maps up to 56 wide take the channel tile (`CPUVectorInfo.channel_vector_width`;
-with the register limits of `_channel_tile_registers`, ResNet-18 224x224 untuned on a Zen 3:
-9.6 -> 8.2 ms whole model, side by side). There, a tile whose weights overflow L1 runs in passes
+(7- and 14-wide late stages), wider maps too: on AVX2, which has no broadcast operand for the row
+tile's weights and splits the 7-lane vectors of 28-, 14- and 7-wide rows into 3 loads, and on
+AVX-512, maps up to 56 wide take the channel tile (`CPUVectorInfo.channel_vector_width`; with the
+register limits of `_channel_tile_registers`, ResNet-18 224x224 untuned on a Zen 3: 9.6 -> 8.2 ms
+whole model, side by side). There, a tile whose weights overflow L1 runs in passes
 over input channels (`_reduction_block`). On every CPU, the schedule stores an IHWO weight blocked by
 the tile's channels, [O/F, I, KH, KW, F], so a tile's weights are one contiguous run, not F floats
 every O (`_block_weight_by_tile`; the build folds this into the constant, tuning does not time it).
