@@ -2,12 +2,13 @@
 
     python scripts/bench_cuda.py [--cells vgg-fmnist:28 vgg-fmnist:224 resnet18:224 resnet18:32]
                                  [--rank macs:0.25] [--target cuda-sm90] [--out reports/bench-cuda]
+                                 [--database DIR]
 
 For every (model, input size), the dense program and the low-rank one (Tai chains at --rank, as our
 pass chose them) are compiled by `compile_model` for the target (TVM's GPU schedules, dlight's,
-untuned), verified on the GPU against PyTorch, and timed: TVM by its evaluator (`time_artifact`,
-15 samples of 20 runs), PyTorch eager on the same GPU by wall clock around 20 calls and a
-synchronize (15 samples); medians. PyTorch eager at batch 1 is bound by its per-op launch cost on
+untuned; with `--database`, a tuning database's records applied), verified on the GPU against
+PyTorch, and timed: TVM by its evaluator (`time_artifact`, 15 samples of 20 runs), PyTorch eager
+on the same GPU by wall clock around 20 calls and a synchronize (15 samples); medians. PyTorch eager at batch 1 is bound by its per-op launch cost on
 the CPU, so it moves with the host's load: compare within one run. Writes OUT/bench-cuda.json and
 OUT/bench-cuda.md; exits 2 with the reason where no CUDA GPU can run the target.
 """
@@ -34,6 +35,7 @@ def parse_args(argv=None):
     parser.add_argument("--rank", default="macs:0.25", help="rank policy of the low-rank builds")
     parser.add_argument("--target", default="cuda-sm90")
     parser.add_argument("--out", default="reports/bench-cuda")
+    parser.add_argument("--database", help="apply this tuning database (default: none, untuned)")
     return parser.parse_args(argv)
 
 
@@ -68,7 +70,7 @@ def bench_cell(model: str, size: int, method: str, args) -> dict:
     prepared = prepare_sized(model, size, method, args.rank)
     out = Path(args.out) / "builds" / f"{model}-{size}-{method}"
     result = compile_model(prepared, target=args.target, method=method, out=out, min_top1_agreement=0.0,
-                           num_random_inputs=4)
+                           num_random_inputs=4, database=args.database)
     build_s = time.time() - start
     timing = time_artifact(out, repeat=15, number=20)
     program = (lowrank_program(prepared.source, prepared.records) if method != "dense"
@@ -78,7 +80,7 @@ def bench_cell(model: str, size: int, method: str, args) -> dict:
             "verified": result.verification.passed,
             "max_rel_error_vs_pytorch": result.verification.vs_lowrank_reference.max_rel_error,
             "tvm_ms": timing.median_s * 1e3, "torch_ms": torch_ms(program, x),
-            "kernels": result.artifact.manifest.get("cuda"), "device": timing.placement.describe(),
+            "kernels": result.artifact.manifest.get("cuda"), "database": args.database, "device": timing.placement.describe(),
             "conv_macs": totals(rows_from_records(prepared.records))["conv_macs_after"]}
 
 

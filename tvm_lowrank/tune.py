@@ -47,8 +47,10 @@ import importlib
 import importlib.util
 import math
 import os
+import signal
 import sys
 import tempfile
+import threading
 import time
 import types
 from collections.abc import Callable, Sequence
@@ -67,6 +69,7 @@ from tvm.support.popen_pool import PopenPoolExecutor, StatusKind
 from .build import fuse
 from .database import database_lock, default_database_dir, open_database
 from .errors import DeviceError, TargetError
+from .runner import local_unavailable_reason
 from .targets import TargetSpec, load_target
 
 DEFAULT_TRIALS_PER_TASK = 32
@@ -161,18 +164,16 @@ def register_cpu_intrinsics(target: tvm.target.Target) -> None:
     demand. Other targets import the whole package as usual.
     """
     name = "tvm.s_tir.tensor_intrin"
-    triple = str(target.attrs.get("mtriple", "")) or tvm.target.codegen.llvm_get_system_triple()
     if target.kind.name != "llvm" or name in sys.modules:
         importlib.import_module(name)
         return
+    triple = str(target.attrs.get("mtriple", "")) or tvm.target.codegen.llvm_get_system_triple()
     spec = importlib.util.find_spec(name)
     package = types.ModuleType(name, "Tensor intrinsics (only those of the tuned target; see tvm_lowrank.tune)")
     package.__path__ = list(spec.submodule_search_locations)
     package.__file__, package.__package__ = spec.origin, name
     sys.modules[name] = package
-    import tvm.s_tir
-
-    tvm.s_tir.tensor_intrin = package
+    importlib.import_module("tvm.s_tir").tensor_intrin = package
     arm = triple.startswith(("aarch64", "arm"))
     importlib.import_module(f"{name}.{'arm_cpu' if arm else 'x86'}")
 
@@ -306,6 +307,34 @@ def runner_threads(tvm_target: tvm.target.Target):
             os.environ["TVM_NUM_THREADS"] = before
 
 
+@contextmanager
+def sigint_noted():
+    """Within: a Ctrl-C is noted (in the yielded list) before it raises KeyboardInterrupt as usual.
+
+    MetaSchedule runs its search's Python parts (cost model, callbacks) as callbacks from C++, and
+    tvm_ffi hands an exception raised there back as a RuntimeError: a Ctrl-C that lands in one
+    comes out as a traceback, not as an interrupt. The note lets the caller raise it again as one.
+    """
+    noted: list[int] = []
+    if threading.current_thread() is not threading.main_thread():  # only there can it be set
+        yield noted
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def note(signum, frame):
+        noted.append(signum)
+        if callable(previous):
+            previous(signum, frame)
+        else:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, note)
+    try:
+        yield noted
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def extract_tuning_tasks(mod: tvm.IRModule, target: TargetSpec,
                          tvm_target: tvm.target.Target | None = None) -> list[ms.ExtractedTask]:
     """MetaSchedule tasks of `mod` (a Relax module, after our rewrite pass): its fused PrimFuncs
@@ -427,8 +456,9 @@ def _runner(target: TargetSpec, tvm_target, rpc: str | None, key: str | None, ti
     evaluator = ms.runner.EvaluatorConfig(number=1, repeat=REPEATS, min_repeat_ms=MIN_REPEAT_MS,
                                           enable_cpu_cache_flush=False)
     if rpc is None:
-        if not target.runs_on_host():
-            raise TargetError(f"target {target.name} does not run on this machine; tune it on a board "
+        reason = local_unavailable_reason(target)
+        if reason is not None:
+            raise TargetError(f"{reason}; tune it on a board "
                               f"with --rpc HOST:PORT (a tracker) and --key")
         return ms.runner.LocalRunner(timeout_sec=timeout_sec, evaluator_config=evaluator,
                                      f_run_evaluator=_fastest_repeat)
@@ -580,14 +610,18 @@ def tune_module(mod: tvm.IRModule, target: str | TargetSpec, database_dir: str |
         builder = PooledBuilder(max_workers=builder_workers, timeout_sec=timeout_sec,
                                 cross_compiler=target.cross_compiler)
         try:
-            search = _Search(trials, min_trials_per_task, seed_schedules, spread, batch_size,
-                             warmup_samples, population_size, random_seed, confirm_top)
-            _tune_tasks(tasks, database, builder, runner, tvm_target, search, progress, list(measure_callbacks))
-        except BaseException:
+            with sigint_noted() as ctrl_c:
+                search = _Search(trials, min_trials_per_task, seed_schedules, spread, batch_size,
+                                 warmup_samples, population_size, random_seed, confirm_top)
+                _tune_tasks(tasks, database, builder, runner, tvm_target, search, progress,
+                            list(measure_callbacks))
+        except BaseException as error:
             result.interrupted = True
             if progress is not None:
                 progress(f"interrupted: the {sum(t.measured for t in tasks)} measurements of this run "
                          f"are kept in {database_dir}; rerun to continue")
+            if ctrl_c and not isinstance(error, KeyboardInterrupt):
+                raise KeyboardInterrupt from error
             raise
         finally:
             builder.shutdown()

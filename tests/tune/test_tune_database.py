@@ -1,6 +1,8 @@
 """Tuning into a database and building from it: round trip, resumption, damaged databases."""
 
 import json
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -182,6 +184,32 @@ def test_interrupted_run_keeps_its_records_and_a_rerun_measures_only_the_rest(tu
     assert resumed.measured == TRIALS - kept
     assert check_database(database, tuned.target).records == TRIALS + sum(t.confirmed for t in resumed.tasks)
     assert sum(task.existing for task in resumed.tasks) == kept
+
+
+@ms.derived_object if hasattr(ms, "derived_object") else tvm.ir.utils.derived_object
+class _CtrlCAfter(ms.measure_callback.PyMeasureCallback):
+    """Sends this process a SIGINT (a Ctrl-C) once `limit` candidates were measured."""
+
+    def __init__(self, limit: int):
+        super().__init__()
+        self.limit, self.seen = limit, 0
+
+    def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
+        self.seen += len(runner_results)
+        if self.seen >= self.limit:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_ctrl_c_in_a_search_callback_stops_tuning_as_an_interrupt_and_keeps_records(tuned, tmp_path):
+    """The Ctrl-C lands in a Python callback called from C++, which tvm_ffi would hand back as a
+    RuntimeError (a traceback for the user, not `tvm-lowrank tune`'s quiet stop)."""
+    database = tmp_path / "db"
+    handler = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        tune_module(tuned.mod, tuned.target, database, measure_callbacks=[_CtrlCAfter(2)], trials=TRIALS,
+                    min_trials_per_task=3, progress=None, **FAST)
+    assert signal.getsignal(signal.SIGINT) is handler
+    assert check_database(database, tuned.target).records == 2 + 2
 
 
 def test_a_seed_timed_in_a_load_spike_is_measured_again_after_the_search(tuned, tmp_path):
