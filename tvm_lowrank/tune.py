@@ -539,21 +539,25 @@ def _confirm_best(task: TaskReport, database, builder, runner, tvm_target, top: 
     return sum(measured is not None for measured in seconds)
 
 
-def _seed_best(task: TaskReport, database) -> float | None:
-    """Our schedule's fastest valid record. The seed is timed again after the search
+def _task_records(task: TaskReport, database) -> list:
+    """Every record of `task`'s workload, fastest first."""
+    if not database.has_workload(task.workload):
+        return []
+    return database.get_top_k(database.commit_workload(task.workload), 1 << 30)
+
+
+def _seed_best(task: TaskReport, records: list) -> float | None:
+    """Our schedule's fastest valid record among `records`. The seed is timed again after the search
     (`_confirm_best`), and its first timing, before the search, was up to 1.9x slower on a Zen 3
     (ResNet-18 224²): reported as "ours", it made our own re-measured record look like a searched win."""
-    if task.seed_key is None or not database.has_workload(task.workload):
+    if task.seed_key is None:
         return None
-    records = database.get_top_k(database.commit_workload(task.workload), 1 << 30)
     times = [_valid(r.run_secs) for r in records if trace_key(r.trace) == task.seed_key]
     return min((t for t in times if t is not None), default=None)
 
 
 def _existing_records(task: TaskReport, database) -> tuple[int, float | None]:
-    if not database.has_workload(task.workload):
-        return 0, None
-    records = database.get_top_k(database.commit_workload(task.workload), 1 << 30)
+    records = _task_records(task, database)
     return len(records), (_valid(records[0].run_secs) if records else None)
 
 
@@ -626,8 +630,9 @@ def tune_module(mod: tvm.IRModule, target: str | TargetSpec, database_dir: str |
         finally:
             builder.shutdown()
             for task in tasks:
-                task.best_seconds = _existing_records(task, database)[1]
-                task.seed_seconds = _seed_best(task, database) or task.seed_seconds
+                records = _task_records(task, database)
+                task.best_seconds = _valid(records[0].run_secs) if records else None
+                task.seed_seconds = _seed_best(task, records) or task.seed_seconds
             result.seconds = time.perf_counter() - started
     return result
 

@@ -674,10 +674,10 @@ def vector_chunk(extent: int, lanes: int) -> int:
     return choose_x_chunk(extent, lanes)
 
 
-def _block_weight_by_tile(sch: s_tir.Schedule, window, channels: int) -> bool:
+def _block_weight_by_tile(sch: s_tir.Schedule, window, channels: int) -> None:
     """Store an IHWO weight parameter as [o // channels, i, h, w, o % channels], so the weights of
-    a tile's `channels` output channels are one contiguous run; False (IHWO kept) where a block of
-    the function computes the weight or `channels` does not divide its output channels.
+    a tile's `channels` output channels are one contiguous run; IHWO is kept where a block of the
+    function computes the weight or `channels` does not divide its output channels.
 
     In IHWO a tile reads `channels` floats per tap, a stride of all output channels apart; with 512
     (a power of two) every tap of a tile lands in the same two sets of a 32 KiB 8-way L1, so the
@@ -693,15 +693,14 @@ def _block_weight_by_tile(sch: s_tir.Schedule, window, channels: int) -> bool:
                           if len(r.region) == 4 and r.region[3].min.same_as(channel)), (None, None))
     if weight is None or any(sch.get(producer).writes[0].source.same_as(weight.source)
                              for producer in sch.get_producers(window)):
-        return False
+        return
     out_channels = int_value(weight.source.shape[3])
     if out_channels is None or out_channels % channels or out_channels == channels:
-        return False
+        return
     preproc = sch.cache_read(window, index, "global")
     sch.annotate(preproc, LAYOUT_REWRITE_PREPROC, 1)  # 1, not True: a trace read back from a database holds 1
     sch.transform_layout(window, ("read", index),
                          lambda i, h, w, o: (o // channels, i, h, w, o % channels))
-    return True
 
 
 def schedule_channel_window(sch: s_tir.Schedule, blocks: WindowBlocks, tile: ChannelTile) -> None:
