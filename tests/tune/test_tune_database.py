@@ -160,24 +160,33 @@ class _Interrupt(Exception):
 
 
 @ms.derived_object if hasattr(ms, "derived_object") else tvm.ir.utils.derived_object
-class _StopAfter(ms.measure_callback.PyMeasureCallback):
-    """Raises once `limit` candidates were measured: a run killed mid-way."""
+class _AfterMeasured(ms.measure_callback.PyMeasureCallback):
+    """Calls `action(seen)` once `limit` candidates were measured: a run stopped mid-way."""
 
-    def __init__(self, limit: int):
+    def __init__(self, limit: int, action):
         super().__init__()
-        self.limit, self.seen = limit, 0
+        self.limit, self.action, self.seen = limit, action, 0
 
     def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
         self.seen += len(runner_results)
         if self.seen >= self.limit:
-            raise _Interrupt(f"stopped after {self.seen}")
+            self.action(self.seen)
+
+
+def _raise_interrupt(seen: int):
+    raise _Interrupt(f"stopped after {seen}")
+
+
+def _send_ctrl_c(seen: int):
+    os.kill(os.getpid(), signal.SIGINT)
 
 
 def test_interrupted_run_keeps_its_records_and_a_rerun_measures_only_the_rest(tuned, tmp_path):
     database = tmp_path / "db"
     options = dict(trials=TRIALS, min_trials_per_task=3, progress=None, **FAST)
     with pytest.raises(Exception, match="stopped after 2"):
-        tune_module(tuned.mod, tuned.target, database, measure_callbacks=[_StopAfter(2)], **options)
+        tune_module(tuned.mod, tuned.target, database, measure_callbacks=[_AfterMeasured(2, _raise_interrupt)],
+                    **options)
     kept = check_database(database, tuned.target).records
     assert kept == 2 + 2  # both seeds, then the first batch of the search
     resumed = tune_module(tuned.mod, tuned.target, database, **options)
@@ -186,28 +195,14 @@ def test_interrupted_run_keeps_its_records_and_a_rerun_measures_only_the_rest(tu
     assert sum(task.existing for task in resumed.tasks) == kept
 
 
-@ms.derived_object if hasattr(ms, "derived_object") else tvm.ir.utils.derived_object
-class _CtrlCAfter(ms.measure_callback.PyMeasureCallback):
-    """Sends this process a SIGINT (a Ctrl-C) once `limit` candidates were measured."""
-
-    def __init__(self, limit: int):
-        super().__init__()
-        self.limit, self.seen = limit, 0
-
-    def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
-        self.seen += len(runner_results)
-        if self.seen >= self.limit:
-            os.kill(os.getpid(), signal.SIGINT)
-
-
 def test_ctrl_c_in_a_search_callback_stops_tuning_as_an_interrupt_and_keeps_records(tuned, tmp_path):
     """The Ctrl-C lands in a Python callback called from C++, which tvm_ffi would hand back as a
     RuntimeError (a traceback for the user, not `tvm-lowrank tune`'s quiet stop)."""
     database = tmp_path / "db"
     handler = signal.getsignal(signal.SIGINT)
     with pytest.raises(KeyboardInterrupt):
-        tune_module(tuned.mod, tuned.target, database, measure_callbacks=[_CtrlCAfter(2)], trials=TRIALS,
-                    min_trials_per_task=3, progress=None, **FAST)
+        tune_module(tuned.mod, tuned.target, database, measure_callbacks=[_AfterMeasured(2, _send_ctrl_c)],
+                    trials=TRIALS, min_trials_per_task=3, progress=None, **FAST)
     assert signal.getsignal(signal.SIGINT) is handler
     assert check_database(database, tuned.target).records == 2 + 2
 
