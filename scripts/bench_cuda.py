@@ -8,8 +8,9 @@ For every (model, input size), the dense program and the low-rank one (Tai chain
 pass chose them) are compiled by `compile_model` for the target (TVM's GPU schedules, dlight's,
 untuned; with `--database`, a tuning database's records applied), verified on the GPU against
 PyTorch, and timed: TVM by its evaluator (`time_artifact`, 15 samples of 20 runs), PyTorch eager
-on the same GPU by wall clock around 20 calls and a synchronize (15 samples); medians. PyTorch eager at batch 1 is bound by its per-op launch cost on
-the CPU, so it moves with the host's load: compare within one run. Writes OUT/bench-cuda.json and
+on the same GPU by wall clock around 20 calls and a synchronize (15 samples); medians. PyTorch
+eager at batch 1 is bound by its per-op launch cost on the CPU, so it moves with the host's load:
+compare within one run. Writes OUT/bench-cuda.json and
 OUT/bench-cuda.md; exits 2 with the reason where no CUDA GPU can run the target.
 """
 
@@ -80,7 +81,8 @@ def bench_cell(model: str, size: int, method: str, args) -> dict:
             "verified": result.verification.passed,
             "max_rel_error_vs_pytorch": result.verification.vs_lowrank_reference.max_rel_error,
             "tvm_ms": timing.median_s * 1e3, "torch_ms": torch_ms(program, x),
-            "kernels": result.artifact.manifest.get("cuda"), "database": args.database, "device": timing.placement.describe(),
+            "kernels": result.artifact.manifest.get("cuda"), "database": args.database,
+            "device": timing.placement.describe(),
             "conv_macs": totals(rows_from_records(prepared.records))["conv_macs_after"]}
 
 

@@ -556,8 +556,8 @@ def _seed_best(task: TaskReport, records: list) -> float | None:
     return min((t for t in times if t is not None), default=None)
 
 
-def _existing_records(task: TaskReport, database) -> tuple[int, float | None]:
-    records = _task_records(task, database)
+def _existing_records(records: list) -> tuple[int, float | None]:
+    """How many records there are, and the fastest one's valid seconds (records come fastest first)."""
     return len(records), (_valid(records[0].run_secs) if records else None)
 
 
@@ -631,7 +631,7 @@ def tune_module(mod: tvm.IRModule, target: str | TargetSpec, database_dir: str |
             builder.shutdown()
             for task in tasks:
                 records = _task_records(task, database)
-                task.best_seconds = _valid(records[0].run_secs) if records else None
+                task.best_seconds = _existing_records(records)[1]
                 task.seed_seconds = _seed_best(task, records) or task.seed_seconds
             result.seconds = time.perf_counter() - started
     return result
@@ -660,7 +660,7 @@ def _tune_tasks(tasks, database, builder, runner, tvm_target, search: _Search, p
             # the kernel as measured: a weight whose layout the schedule changes is passed changed
             args_info = ms.arg_info.ArgInfo.from_entry_func(sch.mod, remove_preproc=True)
             _measure_seed(task, sch, builder, runner, database, tvm_target, args_info)
-        task.existing, task.best_seconds = _existing_records(task, database)
+        task.existing, task.best_seconds = _existing_records(_task_records(task, database))
         task.existing -= task.measured  # the seed measured just now is this run's
     total = trials if trials is not None else DEFAULT_TRIALS_PER_TASK * len(tasks)
     budgets = allocate_trials(_weights(tasks), total, min_trials_per_task) if spread else [0] * len(tasks)

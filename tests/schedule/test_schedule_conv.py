@@ -329,7 +329,8 @@ def test_row_padding_is_split_at_the_input_rows(channels, size):
     copy once the loop bounds simplify its check away), the zero row below."""
     lowered = compile_pipeline(load_target("x86-avx512"))(_single_conv_module(size, channels, size))
     kernel = next(func for gv, func in lowered.functions_items() if "conv2d" in gv.name_hint)
-    leaves = {name: extents for name, extents in _pad_loops(kernel).items() if not name.endswith(("_partition", "_common"))}
+    leaves = {name: extents for name, extents in _pad_loops(kernel).items()
+              if not name.endswith(("_partition", "_common"))}
     assert sorted(leaves.values()) == sorted([[channels, 1, size], [channels, size, size], [channels, 1, size]])
     sch = s_tir.Schedule(kernel)
     common = next(block for block in _blocks(sch) if sch.get(block).name_hint.endswith("_common"))

@@ -39,7 +39,7 @@ class CPUVectorInfo:
         (Zen 3, untuned, kernel times summed: ResNet-18 224² 9.1 -> 7.8 ms, 32² 234 -> 208 us,
         VGG-FMNIST 28² 148 -> 130 us, 224² 6.5 -> 6.3 ms). On AVX-512 the row tiles of 28- and
         14-wide maps fill 16 lanes no better (Xeon, 2 cores: ResNet-18 224² -12 to -22%, VGG 224²
-        -12 to -18%, ResNet-18 32² -6 to -11%, VGG-FMNIST 28² level). 112-wide maps won some
+        -12 to -18%, ResNet-18 32² -2 to -11%, VGG-FMNIST 28² +2 to +3%). 112-wide maps won some
         kernels and lost others, so they keep row tiles. NEON (unmeasured): maps narrower than a
         vector, whose row vectors would run part-empty; SSE (unmeasured) as AVX2, 8 vectors.
         """

@@ -27,7 +27,8 @@ The schedule (classic direct convolution, one output tile in registers):
 registers: each input vector load feeds `oc_block` FMAs and each broadcast weight feeds `row_block x
 x_chunks` FMAs. The padding block stays a separate pass over the input (vectorized; a zero fill plus
 a copy of the interior, or for medium sizes one parallel pass with bounds checks, or for pads of
-rows only a copy whose row loop is split at the input's rows: `_schedule_padding`), measured faster than both alternatives: inlining its bounds checks into the
+rows only a copy whose row loop is split at the input's rows: `_schedule_padding`), measured
+faster than both alternatives: inlining its bounds checks into the
 reduction (2.5-6x slower for a 3x1 conv, even with row-only padding) and computing each task's
 padded rows inside the parallel loop (recomputed once per output-channel block).
 
